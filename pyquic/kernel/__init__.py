@@ -1,0 +1,1 @@
+"""pyquic.kernel."""
