@@ -1,0 +1,261 @@
+"""Integer constants and enums of the kernel QUIC socket ABI (``linux/quic.h``).
+
+Each C name is also exported at module level (``QUIC_SOCKOPT_EVENT``,
+``MSG_QUIC_STREAM_FIN``, ``QUIC_EVENT_KEY_UPDATE``...) so code written in the
+style of the C API reads the same in Python. Python's ``socket`` module lacks
+``MSG_SYN``, ``MSG_FIN``, ``MSG_RST`` and ``MSG_CONFIRM``: they are defined here
+with their Linux values, since the stream flags reuse those bits.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+IPPROTO_QUIC: int = 261
+SOL_QUIC: int = 288
+
+# Linux MSG_* bits reused by the QUIC flags (include/linux/socket.h).
+MSG_FIN: int = 0x200
+MSG_SYN: int = 0x400
+MSG_CONFIRM: int = 0x800
+MSG_RST: int = 0x1000
+MSG_ERRQUEUE: int = 0x2000
+MSG_MORE: int = 0x8000
+MSG_WAITFORONE: int = 0x10000
+
+QUIC_STREAM_TYPE_SERVER_MASK: int = 0x01
+QUIC_STREAM_TYPE_UNI_MASK: int = 0x02
+QUIC_STREAM_TYPE_MASK: int = 0x03
+
+QUIC_CRYPTO_SECRET_BUFFER_SIZE: int = 48
+QUIC_CLOSE_PHRASE_BUFFER_SIZE: int = 64
+
+
+class CmsgType(IntEnum):
+    """cmsg_type values at level SOL_QUIC."""
+
+    STREAM_INFO = 0
+    HANDSHAKE_INFO = 1
+
+
+class CryptoLevel(IntEnum):
+    """Encryption level of a handshake message or secret (QUIC_CRYPTO_*)."""
+
+    APP = 0
+    INITIAL = 1
+    HANDSHAKE = 2
+    EARLY = 3
+
+
+class SockOpt(IntEnum):
+    """SOL_QUIC socket options (QUIC_SOCKOPT_*)."""
+
+    EVENT = 0
+    STREAM_OPEN = 1
+    STREAM_RESET = 2
+    STREAM_STOP_SENDING = 3
+    CONNECTION_ID = 4
+    CONNECTION_CLOSE = 5
+    CONNECTION_MIGRATION = 6
+    KEY_UPDATE = 7
+    TRANSPORT_PARAM = 8
+    CONFIG = 9
+    TOKEN = 10
+    ALPN = 11
+    SESSION_TICKET = 12
+    CRYPTO_SECRET = 13
+    TRANSPORT_PARAM_EXT = 14
+
+
+class StreamFlag(IntFlag):
+    """Stream flags of sendmsg flags and of quic_stream_info.stream_flags."""
+
+    NEW = MSG_SYN
+    FIN = MSG_FIN
+    UNI = MSG_CONFIRM
+    DONTWAIT = MSG_WAITFORONE
+    SNDBLOCK = MSG_ERRQUEUE
+
+
+class MsgFlag(IntFlag):
+    """QUIC bits of msg_flags: datagram (send and receive), notification (receive)."""
+
+    DATAGRAM = MSG_RST
+    NOTIFICATION = MSG_MORE
+
+
+class EventType(IntEnum):
+    """Event types (QUIC_EVENT_*): the first byte of a notification."""
+
+    NONE = 0
+    STREAM_UPDATE = 1
+    STREAM_MAX_DATA = 2
+    STREAM_MAX_STREAM = 3
+    CONNECTION_ID = 4
+    CONNECTION_CLOSE = 5
+    CONNECTION_MIGRATION = 6
+    KEY_UPDATE = 7
+    NEW_TOKEN = 8
+    NEW_SESSION_TICKET = 9
+
+
+class StreamState(IntEnum):
+    """Stream send/receive states, as the kernel names them (RFC 9000 §3.1, §3.2)."""
+
+    SEND_READY = 0
+    SEND_SEND = 1
+    SEND_SENT = 2
+    SEND_RECVD = 3
+    SEND_RESET_SENT = 4
+    SEND_RESET_RECVD = 5
+    RECV_RECV = 6
+    RECV_SIZE_KNOWN = 7
+    RECV_RECVD = 8
+    RECV_READ = 9
+    RECV_RESET_RECVD = 10
+    RECV_RESET_READ = 11
+
+
+class CongAlgo(IntEnum):
+    """quic_config.congestion_control_algo values."""
+
+    RENO = 0
+    CUBIC = 1
+
+
+class TransportError(IntEnum):
+    """Transport error codes (RFC 9000 §20.1)."""
+
+    NONE = 0x00
+    INTERNAL = 0x01
+    CONNECTION_REFUSED = 0x02
+    FLOW_CONTROL = 0x03
+    STREAM_LIMIT = 0x04
+    STREAM_STATE = 0x05
+    FINAL_SIZE = 0x06
+    FRAME_ENCODING = 0x07
+    TRANSPORT_PARAM = 0x08
+    CONNECTION_ID_LIMIT = 0x09
+    PROTOCOL_VIOLATION = 0x0A
+    INVALID_TOKEN = 0x0B
+    APPLICATION = 0x0C
+    CRYPTO_BUF_EXCEEDED = 0x0D
+    KEY_UPDATE = 0x0E
+    AEAD_LIMIT_REACHED = 0x0F
+    NO_VIABLE_PATH = 0x10
+    VERSION_NEGOTIATION = 0x11
+    # RFC 9000 §20.1: 0x0100-0x01ff carry a TLS alert (RFC 9001 §4.8).
+    CRYPTO = 0x100
+
+
+class Version(IntEnum):
+    """QUIC versions the module speaks: v1 (RFC 9000) and v2 (RFC 9369)."""
+
+    V1 = 0x1
+    V2 = 0x6B3343CF
+
+
+class TlsCipher(IntEnum):
+    """linux/tls.h TLS_CIPHER_* values, used in quic_config and quic_crypto_secret."""
+
+    AES_GCM_128 = 51
+    AES_GCM_256 = 52
+    AES_CCM_128 = 53
+    CHACHA20_POLY1305 = 54
+
+
+# All stream-flag bits the kernel accepts in a send (QUIC_MSG_STREAM_FLAGS).
+STREAM_FLAGS_MASK: int = int(
+    StreamFlag.NEW | StreamFlag.FIN | StreamFlag.UNI | StreamFlag.DONTWAIT | StreamFlag.SNDBLOCK
+)
+
+# C-style aliases.
+QUIC_STREAM_INFO: int = CmsgType.STREAM_INFO
+QUIC_HANDSHAKE_INFO: int = CmsgType.HANDSHAKE_INFO
+
+QUIC_CRYPTO_APP: int = CryptoLevel.APP
+QUIC_CRYPTO_INITIAL: int = CryptoLevel.INITIAL
+QUIC_CRYPTO_HANDSHAKE: int = CryptoLevel.HANDSHAKE
+QUIC_CRYPTO_EARLY: int = CryptoLevel.EARLY
+QUIC_CRYPTO_MAX: int = 4
+
+QUIC_SOCKOPT_EVENT: int = SockOpt.EVENT
+QUIC_SOCKOPT_STREAM_OPEN: int = SockOpt.STREAM_OPEN
+QUIC_SOCKOPT_STREAM_RESET: int = SockOpt.STREAM_RESET
+QUIC_SOCKOPT_STREAM_STOP_SENDING: int = SockOpt.STREAM_STOP_SENDING
+QUIC_SOCKOPT_CONNECTION_ID: int = SockOpt.CONNECTION_ID
+QUIC_SOCKOPT_CONNECTION_CLOSE: int = SockOpt.CONNECTION_CLOSE
+QUIC_SOCKOPT_CONNECTION_MIGRATION: int = SockOpt.CONNECTION_MIGRATION
+QUIC_SOCKOPT_KEY_UPDATE: int = SockOpt.KEY_UPDATE
+QUIC_SOCKOPT_TRANSPORT_PARAM: int = SockOpt.TRANSPORT_PARAM
+QUIC_SOCKOPT_CONFIG: int = SockOpt.CONFIG
+QUIC_SOCKOPT_TOKEN: int = SockOpt.TOKEN
+QUIC_SOCKOPT_ALPN: int = SockOpt.ALPN
+QUIC_SOCKOPT_SESSION_TICKET: int = SockOpt.SESSION_TICKET
+QUIC_SOCKOPT_CRYPTO_SECRET: int = SockOpt.CRYPTO_SECRET
+QUIC_SOCKOPT_TRANSPORT_PARAM_EXT: int = SockOpt.TRANSPORT_PARAM_EXT
+
+MSG_QUIC_STREAM_NEW: int = StreamFlag.NEW
+MSG_QUIC_STREAM_FIN: int = StreamFlag.FIN
+MSG_QUIC_STREAM_UNI: int = StreamFlag.UNI
+MSG_QUIC_STREAM_DONTWAIT: int = StreamFlag.DONTWAIT
+MSG_QUIC_STREAM_SNDBLOCK: int = StreamFlag.SNDBLOCK
+MSG_QUIC_DATAGRAM: int = MsgFlag.DATAGRAM
+MSG_QUIC_NOTIFICATION: int = MsgFlag.NOTIFICATION
+
+QUIC_EVENT_NONE: int = EventType.NONE
+QUIC_EVENT_STREAM_UPDATE: int = EventType.STREAM_UPDATE
+QUIC_EVENT_STREAM_MAX_DATA: int = EventType.STREAM_MAX_DATA
+QUIC_EVENT_STREAM_MAX_STREAM: int = EventType.STREAM_MAX_STREAM
+QUIC_EVENT_CONNECTION_ID: int = EventType.CONNECTION_ID
+QUIC_EVENT_CONNECTION_CLOSE: int = EventType.CONNECTION_CLOSE
+QUIC_EVENT_CONNECTION_MIGRATION: int = EventType.CONNECTION_MIGRATION
+QUIC_EVENT_KEY_UPDATE: int = EventType.KEY_UPDATE
+QUIC_EVENT_NEW_TOKEN: int = EventType.NEW_TOKEN
+QUIC_EVENT_NEW_SESSION_TICKET: int = EventType.NEW_SESSION_TICKET
+QUIC_EVENT_MAX: int = 10
+
+QUIC_STREAM_SEND_STATE_READY: int = StreamState.SEND_READY
+QUIC_STREAM_SEND_STATE_SEND: int = StreamState.SEND_SEND
+QUIC_STREAM_SEND_STATE_SENT: int = StreamState.SEND_SENT
+QUIC_STREAM_SEND_STATE_RECVD: int = StreamState.SEND_RECVD
+QUIC_STREAM_SEND_STATE_RESET_SENT: int = StreamState.SEND_RESET_SENT
+QUIC_STREAM_SEND_STATE_RESET_RECVD: int = StreamState.SEND_RESET_RECVD
+QUIC_STREAM_RECV_STATE_RECV: int = StreamState.RECV_RECV
+QUIC_STREAM_RECV_STATE_SIZE_KNOWN: int = StreamState.RECV_SIZE_KNOWN
+QUIC_STREAM_RECV_STATE_RECVD: int = StreamState.RECV_RECVD
+QUIC_STREAM_RECV_STATE_READ: int = StreamState.RECV_READ
+QUIC_STREAM_RECV_STATE_RESET_RECVD: int = StreamState.RECV_RESET_RECVD
+QUIC_STREAM_RECV_STATE_RESET_READ: int = StreamState.RECV_RESET_READ
+
+QUIC_CONG_ALG_RENO: int = CongAlgo.RENO
+QUIC_CONG_ALG_CUBIC: int = CongAlgo.CUBIC
+QUIC_CONG_ALG_MAX: int = 2
+
+QUIC_VERSION_V1: int = Version.V1
+QUIC_VERSION_V2: int = Version.V2
+
+QUIC_TRANSPORT_ERROR_NONE: int = TransportError.NONE
+QUIC_TRANSPORT_ERROR_INTERNAL: int = TransportError.INTERNAL
+QUIC_TRANSPORT_ERROR_CONNECTION_REFUSED: int = TransportError.CONNECTION_REFUSED
+QUIC_TRANSPORT_ERROR_FLOW_CONTROL: int = TransportError.FLOW_CONTROL
+QUIC_TRANSPORT_ERROR_STREAM_LIMIT: int = TransportError.STREAM_LIMIT
+QUIC_TRANSPORT_ERROR_STREAM_STATE: int = TransportError.STREAM_STATE
+QUIC_TRANSPORT_ERROR_FINAL_SIZE: int = TransportError.FINAL_SIZE
+QUIC_TRANSPORT_ERROR_FRAME_ENCODING: int = TransportError.FRAME_ENCODING
+QUIC_TRANSPORT_ERROR_TRANSPORT_PARAM: int = TransportError.TRANSPORT_PARAM
+QUIC_TRANSPORT_ERROR_CONNECTION_ID_LIMIT: int = TransportError.CONNECTION_ID_LIMIT
+QUIC_TRANSPORT_ERROR_PROTOCOL_VIOLATION: int = TransportError.PROTOCOL_VIOLATION
+QUIC_TRANSPORT_ERROR_INVALID_TOKEN: int = TransportError.INVALID_TOKEN
+QUIC_TRANSPORT_ERROR_APPLICATION: int = TransportError.APPLICATION
+QUIC_TRANSPORT_ERROR_CRYPTO_BUF_EXCEEDED: int = TransportError.CRYPTO_BUF_EXCEEDED
+QUIC_TRANSPORT_ERROR_KEY_UPDATE: int = TransportError.KEY_UPDATE
+QUIC_TRANSPORT_ERROR_AEAD_LIMIT_REACHED: int = TransportError.AEAD_LIMIT_REACHED
+QUIC_TRANSPORT_ERROR_NO_VIABLE_PATH: int = TransportError.NO_VIABLE_PATH
+QUIC_TRANSPORT_ERROR_VERSION_NEGOTIATION: int = TransportError.VERSION_NEGOTIATION
+QUIC_TRANSPORT_ERROR_CRYPTO: int = TransportError.CRYPTO
+
+TLS_CIPHER_AES_GCM_128: int = TlsCipher.AES_GCM_128
+TLS_CIPHER_AES_GCM_256: int = TlsCipher.AES_GCM_256
+TLS_CIPHER_AES_CCM_128: int = TlsCipher.AES_CCM_128
+TLS_CIPHER_CHACHA20_POLY1305: int = TlsCipher.CHACHA20_POLY1305
