@@ -1,0 +1,84 @@
+"""Certificate loading, generation, signatures and chain-verification errors."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography.x509 import verification as xv
+
+from pyquic.tls import x509 as tx
+from pyquic.tls.messages import AlertDescription as AD
+from pyquic.tls.messages import SignatureScheme as S
+from pyquic.tls.messages import TlsAlert
+
+from .conftest import KEY_MAKERS
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def test_self_signed_pem_loads_and_verifies(tmp_path):
+    cert_pem, key_pem = tx.generate_self_signed("localhost", names=["localhost", "127.0.0.1"])
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    certs = tx.load_certificates(tmp_path / "c.pem")
+    key = tx.load_private_key(tmp_path / "k.pem")
+    assert tx.signature_schemes_for_key(key) == [S.ECDSA_SECP256R1_SHA256]
+    store = tx.load_trust_store(tmp_path / "c.pem")
+    tx.verify_chain(certs, store, now=NOW, hostname="localhost")
+    tx.verify_chain(certs, store, now=NOW, hostname="127.0.0.1")
+
+
+def test_load_errors(tmp_path):
+    (tmp_path / "bad.pem").write_text("nothing here")
+    with pytest.raises(ValueError):
+        tx.load_certificates(tmp_path / "bad.pem")
+
+
+@pytest.mark.parametrize("keytype", list(KEY_MAKERS))
+def test_sign_verify_each_key(keytype):
+    key = KEY_MAKERS[keytype]()
+    data = tx.signed_content(True, b"h" * 32)
+    for scheme in tx.signature_schemes_for_key(key):
+        sig = tx.sign(key, scheme, data)
+        tx.verify_signature(key.public_key(), scheme, data, sig)
+        with pytest.raises(TlsAlert) as ei:
+            tx.verify_signature(key.public_key(), scheme, data + b"x", sig)
+        assert ei.value.description == AD.decrypt_error
+
+
+def test_scheme_key_mismatch_is_illegal_parameter():
+    key = KEY_MAKERS["p256"]()
+    sig = tx.sign(key, S.ECDSA_SECP256R1_SHA256, b"d")
+    with pytest.raises(TlsAlert) as ei:
+        tx.verify_signature(key.public_key(), S.ECDSA_SECP384R1_SHA384, b"d", sig)
+    assert ei.value.description == AD.illegal_parameter
+
+
+def test_chain_errors_name_the_cause():
+    ca = tx.generate_certificate("ca", is_ca=True)
+    leaf = tx.generate_certificate("srv", names=["srv.example"], issuer=ca)
+    store = xv.Store([ca[0]])
+    tx.verify_chain([leaf[0]], store, now=NOW, hostname="srv.example")
+    with pytest.raises(TlsAlert) as ei:
+        tx.verify_chain([leaf[0]], store, now=NOW, hostname="evil.example")
+    assert ei.value.description == AD.bad_certificate and "evil.example" in str(ei.value)
+    with pytest.raises(TlsAlert) as ei:
+        tx.verify_chain([leaf[0]], store, now=NOW + datetime.timedelta(days=800))
+    assert ei.value.description == AD.certificate_expired and "expired" in str(ei.value)
+    with pytest.raises(TlsAlert) as ei:
+        tx.verify_chain([leaf[0]], xv.Store([tx.generate_certificate("x", is_ca=True)[0]]),
+                        now=NOW)
+    assert ei.value.description == AD.unknown_ca
+    with pytest.raises(TlsAlert) as ei:
+        tx.verify_chain([], store, now=NOW)
+    assert ei.value.description == AD.certificate_required
+
+
+def test_intermediate_chain():
+    root = tx.generate_certificate("root", is_ca=True)
+    inter = tx.generate_certificate("inter", is_ca=True, issuer=root)
+    leaf = tx.generate_certificate("leaf", names=["a.example"], issuer=inter)
+    tx.verify_chain([leaf[0], inter[0]], xv.Store([root[0]]), now=NOW, hostname="a.example")
+    with pytest.raises(TlsAlert):
+        tx.verify_chain([leaf[0]], xv.Store([root[0]]), now=NOW, hostname="a.example")
