@@ -1,0 +1,1669 @@
+"""QuicConnection: the sans-I/O twin of the kernel's ``quic_sock`` (contracts §4).
+
+It holds every per-socket setting and implements every SOL_QUIC option with
+the kernel's semantics and errnos (``net/quic/socket.c``), and the protocol
+engine behind them: packet protection and parsing, the handshake contract
+(CRYPTO data per level in and out, secrets installed per level and
+direction, transport parameter blobs), streams and flow control, ACKs, loss
+detection and congestion control (RFC 9002), connection IDs, key update,
+datagrams (RFC 9221) and connection close.  No sockets, threads or clocks:
+``now`` (float seconds) is always passed in, and where the kernel would sleep
+this raises ``OSError(EAGAIN)`` (or the kernel's errno) and lets the socket
+layer wait.
+
+Public API (contracts §4, stable)::
+
+    QuicConnection(is_client, *, random=os.urandom)
+    state: ConnState       # CLOSED, LISTENING, ESTABLISHING, ESTABLISHED, CLOSING, DRAINING
+    inherit(listener); connect(remote, local, now); accept(datagram, remote, local, now)
+    receive_datagram(data, remote, local, now); datagrams_to_send(now) -> [(bytes, addr)]
+    next_timer() -> float | None; handle_timer(now); close(now); source_cids() -> set[bytes]
+    send_handshake(level, data); set_crypto_secret(abi.CryptoSecret)
+    get_transport_param_ext() -> bytes; set_transport_param_ext(data)
+    recv(bufsize, peek=False) -> RecvItem | None; readable() -> bool
+    send_stream(stream_id, data, flags, has_cmsg) -> int; send_datagram(data); writable()
+    set_event/get_event, stream_open, stream_reset, stream_stop_sending,
+    set_connection_id/get_connection_id, set_close_info/get_close_info, migrate,
+    key_update, set_transport_param/get_transport_param, set_config/get_config,
+    set_token/get_token, set_alpn/get_alpn, set_session_ticket/get_session_ticket
+    local_addr, remote_addr
+
+Extensions (documented deviations from contracts §4):
+
+* ``close(now, errcode=None, app=True)``: optional arguments; also used by
+  ``shutdown(SHUT_WR)``.  After ``close`` the connection is CLOSING and still
+  emits the CONNECTION_CLOSE via ``datagrams_to_send``; the kernel's socket
+  is CLOSED at once, so the socket layer should treat CLOSING and DRAINING
+  as closed for the application.
+* ``error: int`` - the errno the socket should report once the connection
+  died (ETIMEDOUT on idle timeout, ECONNRESET on a peer close or stateless
+  reset, EPROTO for a protocol error), 0 otherwise.
+* ``is_closed`` (CLOSED/CLOSING/DRAINING), ``handshake_confirmed``,
+  ``peer_transport_params`` (decoded, or None), ``rtt`` / ``cc`` (cong.py).
+* ``send_stream`` also accepts ``MSG_MORE`` in ``flags`` (cork, as the kernel).
+* ``migrate(local, now=None)`` and ``set_connection_id`` need ESTABLISHED.
+
+Behaviour notes: the default datagram size is 1452 bytes (``path.DEFAULT_PMTU``;
+the kernel uses the route MTU), which makes the kernel's datagram limit hold
+(max_datagram_frame_size 1400 -> 1368-byte payloads).  0-RTT: an EARLY send
+secret on the client makes stream data go out in 0-RTT packets; the server
+holds 0-RTT stream data until its APP receive key is in (kernel early_list).
+Local migration (``migrate`` after the handshake) switches ``local_addr`` at
+once and validates the path with PATH_CHALLENGE; a peer's address change on a
+1-RTT packet is followed and validated; both raise CONNECTION_MIGRATION when
+PATH_RESPONSE arrives.  A server expects its TLS driver to install the APP
+receive secret after the client's Finished (as libquic does): it then
+confirms the handshake, stops sending Handshake packets and sends NEW_TOKEN
+and HANDSHAKE_DONE.
+
+Not implemented yet (hooks exist): Retry and address-validation tokens
+(``validate_peer_address``; NEW_TOKEN carries random bytes), version
+negotiation / compatible version upgrade, using a peer's preferred_address,
+PLPMTUD, ECN, persistent congestion (RFC 9002 §7.6), sending stateless
+resets, 0-RTT rejection handling, ``disable_1rtt_encryption``, and sending a
+probe from a new local address while the old path stays active.
+"""
+
+from __future__ import annotations
+
+import errno
+import hmac
+import os
+from collections.abc import Callable
+from enum import IntEnum
+from typing import Any
+
+from .. import abi
+from ..abi import CryptoLevel, EventType, StreamState
+from . import frame as fr
+from .cong import Pacer, RttEstimator, new_congestion_control
+from .connid import DestConnIdSet, SourceConnIdSet
+from .crypto import PacketKey, hash_for_cipher, initial_keys
+from .errors import (
+    CONNECTION_REFUSED,
+    CRYPTO_BUFFER_EXCEEDED,
+    INTERNAL_ERROR,
+    KEY_UPDATE_ERROR,
+    NO_ERROR,
+    PROTOCOL_VIOLATION,
+    TRANSPORT_PARAMETER_ERROR,
+    CryptoError,
+    QuicError,
+)
+from .inqueue import MSG_EOR, MSG_QUIC_NOTIFICATION, InQueue, RecvItem
+from .outqueue import APP, HANDSHAKE, INITIAL, REC_CTRL, REC_STREAM, OutQueue
+from .packet import (
+    PacketError,
+    PacketType,
+    decode_packet_number,
+    decrypt_payload,
+    parse_header,
+    remove_header_protection,
+)
+from .path import Addr, AltState, PathGroup
+from .pnspace import PnSpace, SentPacket
+from .stream import QuicStreamTable
+from .timer import TimerKind, Timers
+from .transport_param import TransportParameters
+
+__all__ = ["ConnState", "QuicConnection", "RecvItem"]
+
+MSG_MORE = 0x8000
+MSG_DONTWAIT = 0x40
+MSG_NOSIGNAL = 0x4000
+MSG_WAITALL = 0x100
+MSG_BATCH = 0x40000
+_NEW, _FIN, _UNI, _STREAM_DONTWAIT, _SNDBLOCK = 0x400, 0x200, 0x800, 0x10000, 0x2000
+_STREAM_FLAGS = _NEW | _FIN | _UNI | _STREAM_DONTWAIT | _SNDBLOCK
+_DATAGRAM = 0x1000
+_SEND_FLAGS = (_STREAM_FLAGS | MSG_BATCH | MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL
+               | MSG_WAITALL | _DATAGRAM)
+
+# kernel defaults (protocol.c quic_default_param, common.h, timer.h ...)
+DEF_MAX_UDP_PAYLOAD = 65527
+DEF_ACK_DELAY_EXPONENT = 3
+DEF_MAX_ACK_DELAY = 25000  # us
+DEF_ACTIVE_CID_LIMIT = 7
+DEF_IDLE_TIMEOUT = 30_000_000  # us
+DEF_MAX_DATA = 65535 * 32
+DEF_MAX_STREAM_DATA = 65535 * 16
+DEF_STREAMS = 100
+MAX_STREAMS = 4096
+MIN_UDP_PAYLOAD = 1200
+MAX_UDP_PAYLOAD = 65527
+MAX_ACK_DELAY_EXPONENT = 20
+MAX_ACK_DELAY = 16384 * 1000
+CONN_ID_LEAST, CONN_ID_LIMIT = 2, 8
+MIN_IDLE_TIMEOUT = 1_000_000
+MIN_PMTU = 1200
+RTT_INIT, RTT_MIN, RTT_MAX = 333_000, 1000, 6_000_000
+MIN_PROBE_TIMEOUT = 5_000_000
+MIN_PATH_TIMEOUT = 1_500_000
+PMTUD_RAISE_TIMER_FACTOR = 30
+ALPN_MAX_LEN = 128
+TOKEN_MAX_LEN = 120
+TICKET_MIN_LEN, TICKET_MAX_LEN = 64, 4096
+TP_EXT_MAX_LEN = 512
+S32_MAX = 0x7FFFFFFF
+CRYPTO_RECV_LIMIT = 64 * 1024  # per level, before CRYPTO_BUFFER_EXCEEDED
+CID_LEN = 8
+SNDBUF_MIN = 64 * 1024
+BACKLOG_MAX = 128
+TICKET_KEY_LEN = 64
+
+_LEVEL_SPACE = {CryptoLevel.INITIAL: INITIAL, CryptoLevel.HANDSHAKE: HANDSHAKE,
+                CryptoLevel.APP: APP, CryptoLevel.EARLY: APP}
+_SPACE_LEVEL = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
+_PTYPE_SPACE = {PacketType.INITIAL: INITIAL, PacketType.HANDSHAKE: HANDSHAKE,
+                PacketType.ZERO_RTT: APP, PacketType.ONE_RTT: APP}
+
+
+class ConnState(IntEnum):
+    CLOSED = 0
+    LISTENING = 1
+    ESTABLISHING = 2
+    ESTABLISHED = 3
+    CLOSING = 4
+    DRAINING = 5
+
+
+def _oserr(code: int, msg: str = "") -> OSError:
+    return OSError(code, msg or os.strerror(code))
+
+
+class _CryptoRecv:
+    """Reassembly of one level's CRYPTO stream."""
+
+    __slots__ = ("frags", "offset")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.frags: dict[int, bytes] = {}
+
+    def push(self, offset: int, data: bytes) -> bytes:
+        """Add a fragment; return newly in-order bytes."""
+        end = offset + len(data)
+        if end <= self.offset:
+            return b""
+        if end - self.offset > CRYPTO_RECV_LIMIT:
+            raise QuicError(CRYPTO_BUFFER_EXCEEDED, 0x06, "crypto buffer exceeded")
+        if offset > self.offset:
+            old = self.frags.get(offset)
+            if old is None or len(old) < len(data):
+                self.frags[offset] = data
+            return b""
+        out = [data[self.offset - offset:]]
+        self.offset = end
+        while self.frags:
+            progressed = False
+            for off in sorted(self.frags):
+                if off > self.offset:
+                    break
+                d = self.frags.pop(off)
+                e = off + len(d)
+                if e > self.offset:
+                    out.append(d[self.offset - off:])
+                    self.offset = e
+                progressed = True
+            if not progressed:
+                break
+        return b"".join(out)
+
+
+class QuicConnection:
+    """One QUIC connection with the socket-level semantics of the kernel."""
+
+    def __init__(self, is_client: bool, *, random: Callable[[int], bytes] = os.urandom) -> None:
+        self.is_client = is_client
+        self._random = random
+        self.state = ConnState.CLOSED
+        self.error = 0
+        # --- settings (CONFIG option)
+        self.version = int(abi.Version.V1)
+        self.cfg_version = 0
+        self.plpmtud_interval = 0
+        self.initial_srtt = RTT_INIT
+        self.payload_cipher_type = 0
+        self.cong_algo = int(abi.CongAlgo.RENO)
+        self.validate_peer_address = 0
+        self.stream_data_nodelay = 0
+        self.receive_session_ticket = 0
+        self.certificate_request = 0
+        self.keepalive_interval = 0
+        # --- transport parameters (TRANSPORT_PARAM option), kernel units (us)
+        self.local_tp: dict[str, int] = {
+            "disable_active_migration": 0, "grease_quic_bit": 0, "stateless_reset": 0,
+            "disable_1rtt_encryption": 0, "disable_compatible_version": 0,
+            "active_connection_id_limit": DEF_ACTIVE_CID_LIMIT,
+            "ack_delay_exponent": DEF_ACK_DELAY_EXPONENT,
+            "max_datagram_frame_size": 0, "max_udp_payload_size": DEF_MAX_UDP_PAYLOAD,
+            "max_idle_timeout": DEF_IDLE_TIMEOUT, "max_ack_delay": DEF_MAX_ACK_DELAY,
+            "max_streams_bidi": DEF_STREAMS, "max_streams_uni": DEF_STREAMS,
+            "max_data": DEF_MAX_DATA, "max_stream_data_bidi_local": DEF_MAX_STREAM_DATA,
+            "max_stream_data_bidi_remote": DEF_MAX_STREAM_DATA,
+            "max_stream_data_uni": DEF_MAX_STREAM_DATA,
+        }
+        self.remote_tp: dict[str, int] = {k: 0 for k in self.local_tp}
+        self.peer_transport_params: TransportParameters | None = None
+        self.alpn = b""
+        self.token = b""  # client: token for the next Initial / received NEW_TOKEN
+        self.ticket = b""
+        self.ticket_ready = False
+        self.token_pending = False
+        self.close_errcode = 0
+        self.close_frame = 0
+        self.close_phrase = b""
+        # --- protocol state
+        self.streams = QuicStreamTable(is_client)
+        self._apply_local_stream_params()
+        self.spaces = [PnSpace(INITIAL, immediate=True), PnSpace(HANDSHAKE, immediate=True),
+                       PnSpace(APP)]
+        self._send_keys: list[PacketKey | None] = [None, None, None]
+        self._recv_keys: list[PacketKey | None] = [None, None, None]
+        self._early_send: PacketKey | None = None
+        self._early_recv: PacketKey | None = None
+        self._crypto_recv = [_CryptoRecv(), _CryptoRecv(), _CryptoRecv()]
+        self.key_phase = 0
+        self._key_pending = False
+        self._next_recv_key: PacketKey | None = None
+        self._prev_recv_key: PacketKey | None = None
+        self._key_phase_start_pn = -1  # first PN received in the current phase
+        self._key_update_sent_pn = -1
+        self.use_early = False
+        self.outq = OutQueue()
+        self.inq = InQueue()
+        self.timers = Timers()
+        self.paths = PathGroup(random)
+        self.rtt = RttEstimator(self.initial_srtt / 1e6)
+        self.cc = new_congestion_control(self.cong_algo, self.paths.max_datagram_size())
+        self.pacer = Pacer(self.paths.max_datagram_size())
+        self.pto_count = 0
+        self.source = SourceConnIdSet(random, CID_LEN)
+        self.dest = DestConnIdSet(DEF_ACTIVE_CID_LIMIT)
+        self.scid = b""
+        self.dcid = b""
+        self.orig_dcid = b""
+        self.peer_initial_scid: bytes | None = None
+        self.initial_token = b""
+        self.handshake_confirmed = False
+        self._handshake_done_pending = False
+        self._backlog: list[tuple[bytes, Addr, Addr]] = []
+        self._idle_timeout = DEF_IDLE_TIMEOUT / 1e6
+        self._last_activity = 0.0
+        self._eliciting_since_recv = False
+        self._close_sent_at = -1.0
+        self._close_recv_count = 0
+        self._now = 0.0
+        self._send_cork = False
+        self.local_ack_delay_exponent = DEF_ACK_DELAY_EXPONENT
+        self._ticket_secret = random(32)
+        self._migration_local = -1  # pending migration: 1 local, 0 peer
+
+    # ================================================================ helpers
+    @property
+    def local_addr(self) -> Addr:
+        return self.paths.local
+
+    @property
+    def remote_addr(self) -> Addr:
+        return self.paths.remote
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state in (ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING)
+
+    def send_key(self, space: int) -> PacketKey | None:
+        """Key used to send in ``space`` (0-RTT uses the EARLY key)."""
+        key = self._send_keys[space]
+        if key is None and space == APP and self.use_early:
+            return self._early_send
+        return key
+
+    def bytes_in_flight(self) -> int:
+        return self.cc.bytes_in_flight
+
+    def pacing_delay(self, now: float) -> float | None:
+        return self.pacer.next_send_time(now)
+
+    def arm_pacing(self, when: float) -> None:
+        self.timers.set(TimerKind.PACE, when)
+
+    def has_stream_data(self) -> bool:
+        return bool(self.streams._pending_send)
+
+    def _event(self, ev: Any) -> None:
+        self.inq.push_event(int(ev.TYPE), ev.pack())
+
+    def _apply_local_stream_params(self) -> None:
+        tp = self.local_tp
+        self.streams.set_params(
+            False, max_data=tp["max_data"],
+            max_stream_data_bidi_local=tp["max_stream_data_bidi_local"],
+            max_stream_data_bidi_remote=tp["max_stream_data_bidi_remote"],
+            max_stream_data_uni=tp["max_stream_data_uni"],
+            max_streams_bidi=tp["max_streams_bidi"], max_streams_uni=tp["max_streams_uni"])
+        self.local_ack_delay_exponent = tp["ack_delay_exponent"]
+        for sp in self.spaces if hasattr(self, "spaces") else ():
+            if sp.level == APP:
+                sp.max_ack_delay = tp["max_ack_delay"] / 1e6
+        if hasattr(self, "dest"):
+            self.dest.max_count = tp["active_connection_id_limit"]
+
+    # ============================================================ lifecycle
+    def listen(self) -> None:
+        """Mark this connection object as a listener's settings holder."""
+        self.state = ConnState.LISTENING
+
+    def inherit(self, listener: QuicConnection) -> None:
+        """Copy config, transport parameters, ALPN and events (accept)."""
+        self.set_config(listener.get_config())
+        self.local_tp = dict(listener.local_tp)
+        self._apply_local_stream_params()
+        self.alpn = listener.alpn
+        self.inq.events = listener.inq.events
+        self.ticket = listener.ticket
+        self._ticket_secret = listener._ticket_secret
+
+    def connect(self, remote: Addr, local: Addr, now: float) -> None:
+        """Client: pick connection IDs, install the Initial keys (socket.c quic_connect)."""
+        if self.state != ConnState.CLOSED or not self.is_client:
+            raise _oserr(errno.EINVAL)
+        self._now = now
+        self.paths.set_addresses(0, local, remote)
+        self.paths.validate()  # a client is never amplification limited
+        self.dcid = self._random(CID_LEN)
+        self.orig_dcid = self.dcid
+        self.dest.add(self.dcid, 0)
+        self.scid = self._random(CID_LEN)
+        self.source.add(self.scid, 0)
+        if self.cfg_version:
+            self.version = self.cfg_version
+        self._install_initial(self.orig_dcid)
+        self.initial_token = self.token
+        self.state = ConnState.ESTABLISHING
+        self._start_timers(now)
+
+    def accept(self, datagram: bytes, remote: Addr, local: Addr, now: float) -> None:
+        """Server: set up from a client's first Initial, then process it."""
+        if self.is_client or self.state not in (ConnState.CLOSED, ConnState.LISTENING):
+            raise _oserr(errno.EINVAL)
+        try:
+            hdr = parse_header(datagram, 0, CID_LEN)
+        except PacketError as e:
+            raise _oserr(errno.EINVAL, f"not a QUIC Initial: {e}") from None
+        if hdr.packet_type != PacketType.INITIAL:
+            raise _oserr(errno.EINVAL, "not a QUIC Initial")
+        self._now = now
+        self.paths.set_addresses(0, local, remote)
+        self.version = hdr.version
+        self.orig_dcid = hdr.dcid
+        self.scid = self._random(CID_LEN)
+        self.source.add(self.scid, 0)
+        self.dcid = hdr.scid
+        self.dest.add(self.dcid, 0)
+        self.peer_initial_scid = hdr.scid
+        self._install_initial(hdr.dcid)
+        self.state = ConnState.ESTABLISHING
+        self._start_timers(now)
+        self.receive_datagram(datagram, remote, local, now)
+
+    def _install_initial(self, dcid: bytes) -> None:
+        send, recv = initial_keys(self.version, dcid, self.is_client)
+        self._send_keys[INITIAL] = send
+        self._recv_keys[INITIAL] = recv
+
+    def _start_timers(self, now: float) -> None:
+        self._last_activity = now
+        self.timers.set(TimerKind.IDLE, now + self._idle_timeout)
+        if self.keepalive_interval:
+            self.timers.set(TimerKind.KEEPALIVE, now + self.keepalive_interval / 1e6)
+
+    def source_cids(self) -> set[bytes]:
+        """Our connection IDs, for the endpoint's demultiplexer."""
+        return self.source.cids() | ({self.orig_dcid} if not self.is_client and
+                                     self.orig_dcid else set())
+
+    # =========================================================== handshake
+    def send_handshake(self, level: int, data: bytes) -> None:
+        """Queue a TLS handshake message at ``level`` (sendmsg + HANDSHAKE_INFO)."""
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+            raise _oserr(errno.EPIPE)
+        if level not in (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP):
+            raise _oserr(errno.EINVAL, "bad crypto level")
+        space = _LEVEL_SPACE[CryptoLevel(level)]
+        if self._send_keys[space] is None:
+            raise _oserr(errno.EINVAL, "crypto keys not ready")
+        if not data:
+            raise _oserr(errno.EMSGSIZE)
+        self.outq.crypto[space].write(bytes(data))
+
+    def set_crypto_secret(self, secret: abi.CryptoSecret) -> None:
+        """Install one traffic secret (QUIC_SOCKOPT_CRYPTO_SECRET)."""
+        if self.state != ConnState.ESTABLISHING:
+            raise _oserr(errno.EINVAL)
+        level = secret.level
+        if level not in (CryptoLevel.APP, CryptoLevel.EARLY, CryptoLevel.HANDSHAKE):
+            raise _oserr(errno.EINVAL, "bad crypto level")
+        try:
+            hlen = 48 if hash_for_cipher(secret.type) == "sha384" else 32
+            key = PacketKey(secret.type, bytes(secret.secret[:hlen]), self.version)
+        except (ValueError, KeyError):
+            raise _oserr(errno.EINVAL, "bad cipher") from None
+        if level == CryptoLevel.EARLY:
+            if secret.send:
+                self._early_send = key
+                # stream data may now go out as 0-RTT (socket.c data_level)
+                self.use_early = self.is_client and self._send_keys[APP] is None
+            else:
+                self._early_recv = key
+                self._replay_backlog()
+            return
+        space = _LEVEL_SPACE[CryptoLevel(level)]
+        if secret.send:
+            self._send_keys[space] = key
+            if space == APP:
+                self.use_early = False
+        else:
+            self._recv_keys[space] = key
+            if space == APP:
+                self._next_recv_key = key.next_phase()
+                self.inq.release_early()
+        if space == HANDSHAKE:
+            if not secret.send:
+                self._replay_backlog()
+            return
+        if not secret.send:
+            self._replay_backlog()
+            if self.is_closed:
+                raise _oserr(errno.EPIPE)
+        if self._send_keys[APP] is not None and self._recv_keys[APP] is not None:
+            self._on_established()
+
+    def _on_established(self) -> None:
+        self.state = ConnState.ESTABLISHED
+        self.use_early = False
+        if not self.is_client:
+            # RFC 9001 §4.9.2: the server's handshake is confirmed now.
+            self.handshake_confirmed = True
+            self._drop_space(HANDSHAKE, keep_recv=True)
+            self.outq.push_ctrl(APP, fr.NewTokenFrame(self._new_token()))
+            self.outq.push_ctrl(APP, fr.HandshakeDoneFrame())
+        self._issue_cids()
+
+    def _new_token(self) -> bytes:
+        return self._random(16)
+
+    def _issue_cids(self) -> None:
+        for c in self.source.issue():
+            self.outq.push_ctrl(APP, fr.NewConnectionIdFrame(
+                c.seq, c.retire_prior_to, c.cid, c.token))
+
+    def _drop_space(self, space: int, keep_recv: bool = False) -> None:
+        """Discard a space's keys and recovery state (RFC 9001 §4.9, RFC 9002 §6.4)."""
+        pns = self.spaces[space]
+        for p in pns.discard():
+            if p.in_flight:
+                self.cc.on_packet_discarded(p.size)
+        self._send_keys[space] = None
+        if not keep_recv:
+            self._recv_keys[space] = None
+        self.outq.discard_space(space)
+        self.pto_count = 0
+        self._set_loss_timer()
+
+    def _replay_backlog(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for data, remote, local in backlog:
+            self.receive_datagram(data, remote, local, self._now)
+
+    # -------------------------------------------------- transport parameters
+    def get_transport_param_ext(self) -> bytes:
+        """Our transport parameters extension, encoded (RFC 9000 §18)."""
+        if self.state != ConnState.ESTABLISHING:
+            raise _oserr(errno.EINVAL)
+        tp = self.local_tp
+        p = TransportParameters(
+            max_idle_timeout=tp["max_idle_timeout"] // 1000,
+            max_udp_payload_size=tp["max_udp_payload_size"],
+            initial_max_data=tp["max_data"],
+            initial_max_stream_data_bidi_local=tp["max_stream_data_bidi_local"],
+            initial_max_stream_data_bidi_remote=tp["max_stream_data_bidi_remote"],
+            initial_max_stream_data_uni=tp["max_stream_data_uni"],
+            initial_max_streams_bidi=tp["max_streams_bidi"],
+            initial_max_streams_uni=tp["max_streams_uni"],
+            ack_delay_exponent=tp["ack_delay_exponent"],
+            max_ack_delay=tp["max_ack_delay"] // 1000,
+            disable_active_migration=bool(tp["disable_active_migration"]),
+            active_connection_id_limit=tp["active_connection_id_limit"],
+            initial_source_connection_id=self.scid,
+            max_datagram_frame_size=tp["max_datagram_frame_size"],
+            grease_quic_bit=bool(tp["grease_quic_bit"]),
+            disable_1rtt_encryption=bool(tp["disable_1rtt_encryption"]),
+        )
+        if not self.is_client:
+            p.original_destination_connection_id = self.orig_dcid
+            if tp["stateless_reset"]:
+                p.stateless_reset_token = self.source.active.token or None
+        data = p.encode()
+        if len(data) > TP_EXT_MAX_LEN:
+            raise _oserr(errno.EINVAL)
+        return data
+
+    def set_transport_param_ext(self, data: bytes) -> None:
+        """Decode, validate and apply the peer's transport parameters."""
+        if self.state != ConnState.ESTABLISHING or len(data) > TP_EXT_MAX_LEN:
+            raise _oserr(errno.EINVAL)
+        try:
+            p = TransportParameters.decode(bytes(data), self.is_client)
+            self._check_peer_cids(p)
+        except QuicError as e:
+            self._close_transport(e.error_code or TRANSPORT_PARAMETER_ERROR, 0, e.reason)
+            raise _oserr(errno.EINVAL, e.reason) from None
+        self.peer_transport_params = p
+        self._apply_peer_params(p)
+
+    def _check_peer_cids(self, p: TransportParameters) -> None:
+        # RFC 9000 §7.3: authenticate the connection IDs of the handshake.
+        if p.initial_source_connection_id is None:
+            raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "missing initial_source_cid")
+        if self.peer_initial_scid is not None and \
+                p.initial_source_connection_id != self.peer_initial_scid:
+            raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "initial_source_cid mismatch")
+        if self.is_client:
+            if p.original_destination_connection_id != self.orig_dcid:
+                raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "original_dcid mismatch")
+            if p.retry_source_connection_id is not None:
+                raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "unexpected retry_source_cid")
+
+    def _apply_peer_params(self, p: TransportParameters) -> None:
+        r = self.remote_tp
+        r["max_idle_timeout"] = p.max_idle_timeout * 1000
+        r["max_udp_payload_size"] = p.max_udp_payload_size
+        r["max_data"] = p.initial_max_data
+        r["max_stream_data_bidi_local"] = p.initial_max_stream_data_bidi_local
+        r["max_stream_data_bidi_remote"] = p.initial_max_stream_data_bidi_remote
+        r["max_stream_data_uni"] = p.initial_max_stream_data_uni
+        r["max_streams_bidi"] = min(p.initial_max_streams_bidi, MAX_STREAMS)
+        r["max_streams_uni"] = min(p.initial_max_streams_uni, MAX_STREAMS)
+        r["ack_delay_exponent"] = p.ack_delay_exponent
+        r["max_ack_delay"] = p.max_ack_delay * 1000
+        r["disable_active_migration"] = int(p.disable_active_migration)
+        r["active_connection_id_limit"] = p.active_connection_id_limit
+        r["max_datagram_frame_size"] = p.max_datagram_frame_size
+        r["grease_quic_bit"] = int(p.grease_quic_bit)
+        r["disable_1rtt_encryption"] = int(p.disable_1rtt_encryption)
+        r["stateless_reset"] = int(p.stateless_reset_token is not None)
+        self._apply_remote_tp()
+        if p.stateless_reset_token is not None and self.is_client:
+            self.dest.set_token(0, p.stateless_reset_token)
+
+    def _apply_remote_tp(self) -> None:
+        r = self.remote_tp
+        self.streams.set_params(
+            True, max_data=r["max_data"],
+            max_stream_data_bidi_local=r["max_stream_data_bidi_local"],
+            max_stream_data_bidi_remote=r["max_stream_data_bidi_remote"],
+            max_stream_data_uni=r["max_stream_data_uni"],
+            max_streams_bidi=r["max_streams_bidi"], max_streams_uni=r["max_streams_uni"])
+        self.rtt.max_ack_delay = r["max_ack_delay"] / 1e6
+        self.source.max_count = max(CONN_ID_LEAST, min(r["active_connection_id_limit"] or 2,
+                                                       CONN_ID_LIMIT))
+        if r["max_udp_payload_size"]:
+            self.paths.peer_max_udp_payload = r["max_udp_payload_size"]
+        self.paths.disable_local_migration = bool(r["disable_active_migration"])
+        local = self.local_tp["max_idle_timeout"]
+        peer = r["max_idle_timeout"]
+        # RFC 9000 §10.1: the smaller of the two non-zero values
+        eff = min(x for x in (local, peer) if x) if (local or peer) else 0
+        self._idle_timeout = eff / 1e6 if eff else 0.0
+        if self._idle_timeout and self.timers.get(TimerKind.IDLE) is not None:
+            self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
+        elif not self._idle_timeout:
+            self.timers.stop(TimerKind.IDLE)
+
+    def _idle_deadline_span(self) -> float:
+        return max(self._idle_timeout, 3 * self.rtt.pto())
+
+    # ============================================================ receiving
+    def receive_datagram(self, data: bytes, remote: Addr, local: Addr, now: float) -> None:
+        """Process one UDP datagram from ``remote`` received on ``local``."""
+        self._now = now
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
+            return
+        if self.state == ConnState.CLOSING:
+            self._closing_receive(now)
+            return
+        self.paths.on_received(len(data))
+        off = 0
+        n = len(data)
+        dcid_len = len(self.scid) or CID_LEN
+        processed = False
+        short_ok = False
+        while off < n:
+            try:
+                hdr = parse_header(data, off, dcid_len)
+            except PacketError:
+                break
+            end = hdr.packet_end
+            if hdr.packet_type == PacketType.INITIAL and not self.is_client and n < 1200:
+                break  # RFC 9000 §14.1: undersized Initial datagram
+            try:
+                if self._receive_packet(data, hdr, remote, local, now):
+                    processed = True
+                    if not hdr.is_long:
+                        short_ok = True
+            except QuicError as e:
+                self._close_transport(e.error_code, e.frame_type or 0, e.reason)
+                return
+            except (ValueError, LookupError) as e:  # defensive: never crash the caller
+                self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
+                return
+            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+                return
+            off = end
+            if not hdr.is_long:
+                break
+        if not processed and n >= 21 and not data[0] & 0x80 and \
+                self.dest.is_stateless_reset(bytes(data[-16:])):
+            self._on_stateless_reset(now)  # RFC 9000 §10.3.1
+            return
+        if short_ok and self.state == ConnState.ESTABLISHED and remote is not None and \
+                self.paths.remote is not None and remote != self.paths.remote:
+            self._on_peer_migration(remote, local, now)
+        if processed:
+            self._last_activity = now
+            self._eliciting_since_recv = False
+            if self._idle_timeout:
+                self.timers.set(TimerKind.IDLE, now + self._idle_deadline_span())
+        self._queue_flow_updates()
+        self._set_ack_timer()
+
+    def _receive_packet(self, data: bytes, hdr: Any, remote: Addr, local: Addr,
+                        now: float) -> bool:
+        ptype = hdr.packet_type
+        if ptype not in _PTYPE_SPACE:
+            return False  # Retry / Version Negotiation: not supported yet
+        if hdr.is_long and hdr.version != self.version:
+            return False
+        space = _PTYPE_SPACE[ptype]
+        if ptype == PacketType.ZERO_RTT:
+            key = self._early_recv
+        else:
+            key = self._recv_keys[space]
+        if key is None:
+            if len(self._backlog) < BACKLOG_MAX and not self.spaces[space].discarded \
+                    and self.state == ConnState.ESTABLISHING:
+                self._backlog.append((bytes(data[hdr.offset:hdr.packet_end]), remote, local))
+            return False
+        if self.source.lookup(hdr.dcid) is None and hdr.dcid != self.orig_dcid:
+            return False
+        pns = self.spaces[space]
+        try:
+            um = remove_header_protection(key, data, hdr)
+        except PacketError:
+            return False
+        pn = decode_packet_number(um.truncated_pn, um.pn_len, pns.largest_received)
+        phase_change = False
+        if ptype == PacketType.ONE_RTT and um.key_phase != self.key_phase_recv:
+            if self._prev_recv_key is not None and pn < self._key_phase_start_pn:
+                key = self._prev_recv_key
+            elif self._next_recv_key is not None:
+                key = self._next_recv_key
+                phase_change = True
+        try:
+            payload = decrypt_payload(key, data, hdr, um, pn)
+        except CryptoError:
+            return False
+        if pns.is_duplicate(pn):
+            return False
+        if phase_change:
+            self._on_peer_key_phase(pn)
+        elif ptype == PacketType.ONE_RTT and self._key_phase_start_pn < 0:
+            self._key_phase_start_pn = pn
+        # first packet from the server: switch to its chosen CID (RFC 9000 §7.2)
+        if self.is_client and ptype == PacketType.INITIAL and self.peer_initial_scid is None:
+            self.peer_initial_scid = hdr.scid
+            self.dcid = hdr.scid
+            self.dest = DestConnIdSet(self.local_tp["active_connection_id_limit"])
+            self.dest.add(hdr.scid, 0)
+        if not self.is_client and ptype == PacketType.HANDSHAKE:
+            # RFC 9000 §8.1: a Handshake packet validates the client's address;
+            # RFC 9001 §4.9.1: the server discards Initial keys now.
+            self.paths.validate()
+            if self._send_keys[INITIAL] is not None:
+                self._drop_space(INITIAL)
+        frames = fr.parse_frames(payload, int(ptype))
+        eliciting = self._process_frames(space, frames, now, ptype)
+        if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+            return True
+        pns.on_packet_received(pn, now, eliciting)
+        return True
+
+    @property
+    def key_phase_recv(self) -> int:
+        return self.key_phase if not self._key_pending else self.key_phase ^ 1
+
+    def _on_peer_key_phase(self, pn: int) -> None:
+        """The peer's packets switched key phase (RFC 9001 §6.2, §6.3)."""
+        assert self._next_recv_key is not None
+        self._prev_recv_key = self._recv_keys[APP]
+        self._recv_keys[APP] = self._next_recv_key
+        self._next_recv_key = self._next_recv_key.next_phase()
+        self._key_phase_start_pn = pn
+        if self._key_pending:
+            self._key_pending = False  # our update was answered
+            return
+        # peer-initiated: respond by updating our send key
+        key = self._send_keys[APP]
+        if key is not None:
+            self._send_keys[APP] = key.next_phase()
+        self.key_phase ^= 1
+        self._event(abi.KeyUpdateEvent(self.key_phase))
+
+    def _process_frames(self, space: int, frames: list[Any], now: float,
+                        ptype: int) -> bool:
+        eliciting = False
+        for f in frames:
+            t = type(f)
+            if t is fr.StreamFrame:
+                eliciting = True
+                self._on_stream_frame(f, ptype)
+            elif t is fr.AckFrame:
+                self._on_ack(space, f, now)
+            elif t is fr.PaddingFrame:
+                pass
+            elif t is fr.CryptoFrame:
+                eliciting = True
+                self._on_crypto(space, f)
+            elif t is fr.PingFrame:
+                eliciting = True
+            elif t is fr.ConnectionCloseFrame:
+                self._on_close_frame(f, now)
+                return eliciting
+            else:
+                eliciting = True
+                self._on_other_frame(f, now)
+        return eliciting
+
+    def _on_crypto(self, space: int, f: fr.CryptoFrame) -> None:
+        data = self._crypto_recv[space].push(f.offset, f.data)
+        if not data:
+            return
+        if space != APP:
+            self.inq.push_handshake(int(_SPACE_LEVEL[space]), data)
+            return
+        # 1-RTT CRYPTO: the TLS NewSessionTicket (inqueue.c ticket handling)
+        if not self.is_client or self.ticket_ready:
+            return
+        if len(self.ticket) + len(data) > TICKET_MAX_LEN:
+            return
+        self.ticket += data
+        if len(self.ticket) >= 4 and len(self.ticket) >= 4 + int.from_bytes(
+                self.ticket[1:4], "big"):
+            self.ticket_ready = True
+            self._event(abi.NewSessionTicketEvent(self.ticket))
+
+    def _on_stream_frame(self, f: fr.StreamFrame, ptype: int) -> None:
+        ftype = f.type
+        st = self.streams.on_stream_frame(f.stream_id, f.offset, f.data, f.fin, ftype)
+        if st is None:
+            return
+        self._deliver_stream(st.id, ptype == PacketType.ZERO_RTT and
+                             self._recv_keys[APP] is None)
+
+    def _deliver_stream(self, sid: int, early: bool = False) -> None:
+        st = self.streams.get(sid)
+        if st is None or st.recv is None:
+            return
+        if not st.recv.readable() and not (st.recv.final_size is not None and
+                                           st.recv.state == StreamState.RECV_RECVD):
+            return
+        data, fin = self.streams.read(sid, -1, consume=False)
+        if data or fin:
+            self.inq.push_stream(sid, data, fin, early)
+            if fin:
+                self._event(abi.StreamUpdateEvent(sid, int(StreamState.RECV_RECVD), 0,
+                                                  st.recv.final_size or 0))
+
+    def _on_other_frame(self, f: Any, now: float) -> None:
+        t = type(f)
+        streams = self.streams
+        if t is fr.MaxDataFrame:
+            streams.on_max_data(f.max_data)
+        elif t is fr.MaxStreamDataFrame:
+            if streams.on_max_stream_data(f.stream_id, f.max_data, f.type):
+                self._event(abi.StreamMaxDataEvent(f.stream_id, f.max_data))
+        elif t is fr.MaxStreamsFrame:
+            new = streams.on_max_streams(f.uni, f.max_streams, f.type)
+            if new is not None:
+                self._event(abi.StreamMaxStreamEvent(new))
+        elif t is fr.ResetStreamFrame:
+            st = streams.on_reset_stream(f.stream_id, f.error_code, f.final_size, f.type)
+            if st is not None:
+                self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.RECV_RESET_RECVD),
+                                                  f.error_code, f.final_size))
+        elif t is fr.StopSendingFrame:
+            final = streams.on_stop_sending(f.stream_id, f.error_code, f.type)
+            if final is not None:
+                self.outq.push_ctrl(APP, fr.ResetStreamFrame(f.stream_id, f.error_code, final))
+                self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.SEND_RESET_SENT),
+                                                  f.error_code, final))
+        elif t is fr.DataBlockedFrame:
+            v = streams.on_data_blocked(f.limit)
+            if v is not None:
+                self.outq.push_ctrl(APP, fr.MaxDataFrame(v))
+        elif t is fr.StreamDataBlockedFrame:
+            v = streams.on_stream_data_blocked(f.stream_id, f.limit, f.type)
+            if v is not None:
+                self.outq.push_ctrl(APP, fr.MaxStreamDataFrame(f.stream_id, v))
+        elif t is fr.StreamsBlockedFrame:
+            v = streams.on_streams_blocked(f.uni, f.limit, f.type)
+            if v is not None:
+                self.outq.push_ctrl(APP, fr.MaxStreamsFrame(v, f.uni))
+        elif t is fr.NewConnectionIdFrame:
+            for seq in self.dest.on_new_connection_id(
+                    f.seq, f.retire_prior_to, f.connection_id, f.stateless_reset_token, f.type):
+                self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(seq))
+            self.dcid = self.dest.active.cid
+        elif t is fr.RetireConnectionIdFrame:
+            before = self.source.first_number
+            for c in self.source.on_retire(f.seq, None, f.type):
+                self.outq.push_ctrl(APP, fr.NewConnectionIdFrame(
+                    c.seq, c.retire_prior_to, c.cid, c.token))
+            if self.source.first_number != before:
+                self._event(abi.ConnectionIdEvent(0, self.source.active_seq,
+                                                  self.source.first_number))
+        elif t is fr.PathChallengeFrame:
+            self.outq.push_ctrl(APP, fr.PathResponseFrame(f.data))
+        elif t is fr.PathResponseFrame:
+            if self.paths.on_response(f.data) >= 0:
+                self.timers.stop(TimerKind.PATH)
+                self.paths.alt_state = AltState.NONE
+                if self._migration_local >= 0:
+                    self._event(abi.ConnectionMigrationEvent(bool(self._migration_local)))
+                    self._migration_local = -1
+        elif t is fr.NewTokenFrame:
+            if not self.is_client:
+                raise QuicError(PROTOCOL_VIOLATION, f.type, "NEW_TOKEN from a client")
+            self.token = f.token
+            self._event(abi.NewTokenEvent(f.token))
+        elif t is fr.HandshakeDoneFrame:
+            if not self.is_client:
+                raise QuicError(PROTOCOL_VIOLATION, f.type, "HANDSHAKE_DONE from a client")
+            if not self.handshake_confirmed:
+                self.handshake_confirmed = True  # RFC 9001 §4.1.2
+                self._drop_space(HANDSHAKE)
+        elif t is fr.DatagramFrame:
+            if not self.local_tp["max_datagram_frame_size"]:
+                raise QuicError(PROTOCOL_VIOLATION, f.type, "DATAGRAM not negotiated")
+            self.inq.push_datagram(f.data)
+
+    def _on_stateless_reset(self, now: float) -> None:
+        self._event(abi.ConnectionCloseEvent(0, 0, b""))
+        self.error = errno.ECONNRESET
+        self.state = ConnState.CLOSED
+        self.timers.stop_all()
+
+    def _on_peer_migration(self, remote: Addr, local: Addr, now: float) -> None:
+        """The peer moved (RFC 9000 §9.3): use its new address and validate it."""
+        self.paths.set_addresses(0, local if local is not None else self.paths.local, remote)
+        data = self.paths.start_challenge(0, now, 3 * self.rtt.pto())
+        self._migration_local = 0
+        self.outq.push_ctrl(APP, fr.PathChallengeFrame(data))
+        self.timers.set(TimerKind.PATH, now + 3 * self.rtt.pto())
+
+    def _on_close_frame(self, f: fr.ConnectionCloseFrame, now: float) -> None:
+        """Peer closed: enter draining (RFC 9000 §10.2.2)."""
+        phrase = bytes(f.reason[:63])
+        self.close_errcode = f.error_code
+        self.close_frame = 0
+        self.close_phrase = phrase
+        self._event(abi.ConnectionCloseEvent(f.error_code, 0, phrase))
+        self.error = errno.ECONNRESET
+        self.state = ConnState.DRAINING
+        self.timers.stop_all()
+        self.timers.set(TimerKind.CLOSE, now + 3 * self.rtt.pto())
+
+    # ----------------------------------------------------------------- ACKs
+    def _on_ack(self, space: int, f: fr.AckFrame, now: float) -> None:
+        pns = self.spaces[space]
+        largest = f.largest
+        if largest >= pns.next_pn:
+            raise QuicError(PROTOCOL_VIOLATION, f.type, "ACK of an unsent packet")
+        acked = pns.on_ack_received(f.ranges)
+        if not acked:
+            return
+        rtt = self.rtt
+        newest = acked[-1]
+        if newest.pn == largest and any(p.ack_eliciting for p in acked):
+            delay = 0.0
+            if space == APP:
+                delay = (f.ack_delay << self.remote_tp["ack_delay_exponent"]) / 1e6
+            rtt.update(now - newest.sent_time, delay, self.handshake_confirmed, now)
+        cc = self.cc
+        outq = self.outq
+        for p in acked:
+            if p.in_flight:
+                cc.on_packet_acked(p.size, p.sent_time, now, rtt)
+            if p.frames:
+                outq.on_acked(self, p, space)
+        self._detect_and_handle_loss(space, now)
+        self.pto_count = 0
+        self.pacer.update(cc.congestion_window, rtt.smoothed_rtt)
+        self._set_loss_timer()
+
+    def _detect_and_handle_loss(self, space: int, now: float) -> None:
+        pns = self.spaces[space]
+        lost = pns.detect_lost(now, self.rtt.latest_rtt, self.rtt.smoothed_rtt)
+        if not lost:
+            return
+        lost_bytes = 0
+        largest_time = 0.0
+        for p in lost:
+            if p.in_flight:
+                lost_bytes += p.size
+                largest_time = max(largest_time, p.sent_time)
+            if p.frames:
+                self.outq.on_lost(self, p, space)
+        if lost_bytes:
+            self.cc.on_packets_lost(lost_bytes, largest_time, now)
+
+    # --------------------------------------------------- record callbacks
+    def _stream_lost(self, rec: tuple[Any, ...]) -> None:
+        self.streams.on_stream_lost(rec[1], rec[2], rec[3], rec[4])
+
+    def _stream_acked(self, rec: tuple[Any, ...]) -> None:
+        sid = rec[1]
+        if self.streams.on_stream_acked(sid, rec[2], rec[3], rec[4]):
+            st_final = rec[2] + rec[3]
+            self._event(abi.StreamUpdateEvent(sid, int(StreamState.SEND_RECVD), 0, st_final))
+
+    def _ctrl_lost(self, f: Any, space: int) -> None:
+        t = type(f)
+        if t is fr.MaxDataFrame:
+            self.outq.push_ctrl(space, fr.MaxDataFrame(self.streams.recv_max_data))
+        elif t is fr.MaxStreamDataFrame:
+            st = self.streams.get(f.stream_id)
+            if st is not None and st.recv is not None and \
+                    st.recv.state < StreamState.RECV_RECVD:
+                self.outq.push_ctrl(space, fr.MaxStreamDataFrame(f.stream_id, st.recv.max_data))
+        elif t in (fr.PathChallengeFrame, fr.PathResponseFrame):
+            return  # RFC 9000 §13.3: not retransmitted
+        elif t is fr.ResetStreamFrame:
+            st = self.streams.get(f.stream_id)
+            if st is not None:
+                self.outq.push_ctrl(space, f)
+        else:
+            self.outq.push_ctrl(space, f)
+
+    def _ctrl_acked(self, f: Any) -> None:
+        t = type(f)
+        if t is fr.ResetStreamFrame:
+            if self.streams.on_reset_acked(f.stream_id):
+                self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.SEND_RESET_RECVD),
+                                                  f.error_code, f.final_size))
+        elif t is fr.StreamsBlockedFrame:
+            self.streams.on_streams_blocked_acked(f.uni)
+        elif t is fr.NewTokenFrame:
+            self.token_pending = False
+
+    # ============================================================== sending
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        """Everything that may be sent now, as (datagram, destination address)."""
+        self._now = now
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
+            return []
+        if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
+            return []
+        self._queue_flow_updates()
+        self._queue_path_responses()
+        dgrams = self.outq.build_datagrams(self, now)
+        if self.state == ConnState.CLOSING and dgrams:
+            self._close_sent_at = now
+        self._set_loss_timer()
+        self._set_ack_timer()
+        remote = self.paths.remote
+        return [(d, remote) for d in dgrams]
+
+    def _queue_path_responses(self) -> None:
+        pend = self.paths.pending_responses
+        if pend:
+            for data, _idx in pend:
+                self.outq.push_ctrl(APP, fr.PathResponseFrame(data))
+            pend.clear()
+
+    def _on_packet_sent(self, space: int, p: SentPacket) -> None:
+        pns = self.spaces[space]
+        pns.on_packet_sent(p)
+        if p.in_flight:
+            self.cc.on_packet_sent(p.size, p.sent_time)
+            self.pacer.on_packet_sent(p.size, p.sent_time)
+        if p.ack_eliciting and not self._eliciting_since_recv:
+            # RFC 9000 §10.1: restart the idle timer on the first
+            # ack-eliciting packet sent after receiving.
+            self._eliciting_since_recv = True
+            if self._idle_timeout:
+                self.timers.set(TimerKind.IDLE, p.sent_time + self._idle_deadline_span())
+        if self.keepalive_interval and p.ack_eliciting:
+            self.timers.set(TimerKind.KEEPALIVE, p.sent_time + self.keepalive_interval / 1e6)
+        if space == HANDSHAKE and self.is_client and self._send_keys[INITIAL] is not None:
+            self._drop_space(INITIAL)  # RFC 9001 §4.9.1
+
+    def _fill_streams(self, pkt: Any, room: int) -> int:
+        """Append STREAM frames for the scheduler's streams (round robin)."""
+        payload = pkt.payload
+        records = pkt.records
+        for st in self.streams.sendable():
+            if room < 24:
+                break
+            sid = st.id
+            hdr = 1 + _vsize(sid) + 8 + 2
+            send = st.send
+            if send is None:
+                continue
+            chunk = send.next_chunk(room - hdr)
+            if chunk is None:
+                continue
+            off, data, fin = chunk
+            enc = fr.StreamFrame(sid, off, data, fin).encode()
+            payload.append(enc)
+            records.append((REC_STREAM, sid, off, len(data), fin))
+            room -= len(enc)
+            pkt.eliciting = True
+        return room
+
+    def _queue_flow_updates(self) -> None:
+        streams = self.streams
+        if self.state != ConnState.ESTABLISHED and self._send_keys[APP] is None:
+            return
+        v = streams.should_send_max_data()
+        if v is not None:
+            self.outq.push_ctrl(APP, fr.MaxDataFrame(v))
+        uni, bidi = streams.max_streams_update()
+        if uni is not None:
+            self.outq.push_ctrl(APP, fr.MaxStreamsFrame(uni, True))
+        if bidi is not None:
+            self.outq.push_ctrl(APP, fr.MaxStreamsFrame(bidi, False))
+        for uni_b, limit in streams.take_streams_blocked():
+            self.outq.push_ctrl(APP, fr.StreamsBlockedFrame(limit, uni_b))
+
+    # =============================================================== timers
+    def next_timer(self) -> float | None:
+        """The earliest deadline at which ``handle_timer`` must run."""
+        return self.timers.next()
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer whose deadline has passed."""
+        self._now = now
+        timers = self.timers
+        for kind in timers.expired(now):
+            timers.stop(kind)
+            if kind == TimerKind.CLOSE:
+                self.state = ConnState.CLOSED
+                timers.stop_all()
+                return
+            if kind == TimerKind.IDLE:
+                self._on_idle_timeout()
+                return
+            if kind == TimerKind.LOSS:
+                self._on_loss_timeout(now)
+            elif kind == TimerKind.ACK:
+                for sp in self.spaces:  # due now: the next datagrams_to_send has it
+                    if sp.ack_deadline is not None and sp.ack_deadline <= now:
+                        sp.ack_needed = True
+                        sp.ack_deadline = None
+            elif kind == TimerKind.KEEPALIVE:
+                if self.state == ConnState.ESTABLISHED:
+                    self.outq.push_ctrl(APP, fr.PingFrame())
+                if self.keepalive_interval:
+                    timers.set(TimerKind.KEEPALIVE, now + self.keepalive_interval / 1e6)
+            elif kind == TimerKind.PATH and self.paths.challenge is not None:
+                self.paths.abandon_challenge()  # RFC 9000 §8.2.4
+                self._migration_local = -1
+        self._set_ack_timer()
+
+    def _on_idle_timeout(self) -> None:
+        """RFC 9000 §10.1: silently close; the kernel raises a close event."""
+        self._event(abi.ConnectionCloseEvent(0, 0, b""))
+        self.error = errno.ETIMEDOUT
+        self.state = ConnState.CLOSED
+        self.timers.stop_all()
+
+    def _on_loss_timeout(self, now: float) -> None:
+        """RFC 9002 §6.2 / App. A.9: time-threshold loss or PTO."""
+        best: int | None = None
+        best_t = 0.0
+        for i, sp in enumerate(self.spaces):
+            if sp.loss_time is not None and (best is None or sp.loss_time < best_t):
+                best, best_t = i, sp.loss_time
+        if best is not None:
+            self._detect_and_handle_loss(best, now)
+            self._set_loss_timer()
+            return
+        space = self._pto_space()
+        self.pto_count += 1
+        if space is None:
+            # client anti-deadlock probe (RFC 9002 §6.2.2.1)
+            space = HANDSHAKE if self._send_keys[HANDSHAKE] is not None else INITIAL
+        pns = self.spaces[space]
+        if space != APP:
+            # re-send unacknowledged CRYPTO data in the probe
+            buf = self.outq.crypto[space]
+            for p in pns.sent.values():
+                for rec in p.frames:
+                    if rec[0] == 1:
+                        buf.on_lost(rec[2], rec[3], False)
+        else:
+            for p in list(pns.sent.values())[:2]:
+                for rec in p.frames:
+                    if rec[0] == REC_STREAM:
+                        self.streams.on_stream_lost(rec[1], rec[2], rec[3], rec[4])
+                    elif rec[0] == REC_CTRL and type(rec[1]) not in (
+                            fr.PathChallengeFrame, fr.PathResponseFrame):
+                        self._ctrl_lost(rec[1], APP)
+        self.outq.probes[space] = 2
+        self._set_loss_timer()
+
+    def _pto_space(self) -> int | None:
+        best: int | None = None
+        best_t = 0.0
+        for i, sp in enumerate(self.spaces):
+            if sp.eliciting_in_flight == 0 or sp.last_ack_eliciting_time is None:
+                continue
+            if i == APP and not self.handshake_confirmed:
+                continue
+            t = sp.last_ack_eliciting_time
+            if best is None or t < best_t:
+                best, best_t = i, t
+        return best
+
+    def _set_loss_timer(self) -> None:
+        timers = self.timers
+        if self.is_closed:
+            timers.stop(TimerKind.LOSS)
+            return
+        earliest: float | None = None
+        for sp in self.spaces:
+            if sp.loss_time is not None and (earliest is None or sp.loss_time < earliest):
+                earliest = sp.loss_time
+        if earliest is not None:
+            timers.set(TimerKind.LOSS, earliest)
+            return
+        allowance = self.paths.send_allowance()
+        if allowance is not None and allowance <= 0:
+            timers.stop(TimerKind.LOSS)  # RFC 9002 §6.2.2.1: amplification blocked
+            return
+        backoff = 1 << min(self.pto_count, 16)
+        pto_time: float | None = None
+        in_flight = False
+        for i, sp in enumerate(self.spaces):
+            if sp.eliciting_in_flight == 0 or sp.last_ack_eliciting_time is None:
+                continue
+            in_flight = True
+            if i == APP and not self.handshake_confirmed:
+                continue
+            t = sp.last_ack_eliciting_time + self.rtt.pto(i == APP) * backoff
+            if pto_time is None or t < pto_time:
+                pto_time = t
+        if pto_time is None and self.is_client and not self.handshake_confirmed \
+                and self.state == ConnState.ESTABLISHING and not in_flight:
+            # RFC 9002 §6.2.2.1: the server may be amplification-blocked
+            pto_time = self._now + self.rtt.pto(False) * backoff
+        timers.set(TimerKind.LOSS, pto_time)
+
+    def _set_ack_timer(self) -> None:
+        t: float | None = None
+        for sp in self.spaces:
+            if sp.ack_pending and not sp.ack_needed and sp.ack_deadline is not None:
+                t = sp.ack_deadline if t is None else min(t, sp.ack_deadline)
+        self.timers.set(TimerKind.ACK, t)
+
+    # ================================================================ close
+    def close(self, now: float, errcode: int | None = None, app: bool = True) -> None:
+        """Send CONNECTION_CLOSE with the close info (quic_outq_transmit_app_close)."""
+        self._now = now
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING):
+            self.state = ConnState.CLOSED
+            return
+        if self.is_closed:
+            return
+        if errcode is not None:
+            self.close_errcode = errcode
+        if self.state == ConnState.ESTABLISHING:
+            # RFC 9000 §10.2.3: no application close before 1-RTT keys
+            f = fr.ConnectionCloseFrame(0x0C, 0, b"")
+        else:
+            f = fr.ConnectionCloseFrame(self.close_errcode, 0, self.close_phrase,
+                                        application=app)
+        self._enter_closing(f, now)
+
+    def _close_transport(self, code: int, ftype: int, reason: str) -> None:
+        """A local transport error: close with a transport CONNECTION_CLOSE."""
+        if self.is_closed:
+            return
+        self.close_errcode = code
+        self.close_frame = 0
+        self._event(abi.ConnectionCloseEvent(code, 0, b""))
+        self.error = errno.EPROTO
+        f = fr.ConnectionCloseFrame(code, ftype, reason.encode()[:63])
+        self._enter_closing(f, self._now)
+
+    def _enter_closing(self, f: fr.ConnectionCloseFrame, now: float) -> None:
+        outq = self.outq
+        outq.close_frame = f
+        outq.close_pending = True
+        outq.close_spaces = tuple(i for i in (INITIAL, HANDSHAKE, APP)
+                                  if self._send_keys[i] is not None)
+        if APP in outq.close_spaces and HANDSHAKE in outq.close_spaces and \
+                self.state == ConnState.ESTABLISHED:
+            outq.close_spaces = (APP,)
+        self.state = ConnState.CLOSING
+        self._close_sent_at = -1.0
+        self.timers.stop_all()
+        self.timers.set(TimerKind.CLOSE, now + 3 * self.rtt.pto())
+
+    def _closing_receive(self, now: float) -> None:
+        # RFC 9000 §10.2.1: answer incoming packets with the close, rate-limited
+        self._close_recv_count += 1
+        if self._close_recv_count & (self._close_recv_count - 1) == 0:
+            self._close_sent_at = -1.0
+
+    # ========================================================= receive API
+    def recv(self, bufsize: int, peek: bool = False) -> RecvItem | None:
+        """Take the next item of the receive queue (recvmsg)."""
+        item, freed = self.inq.recv(bufsize, peek)
+        if item is not None and freed and item.stream_id is not None:
+            self.streams.consume(item.stream_id, freed)
+            st = self.streams.get(item.stream_id)
+            if st is not None and st.recv is not None:
+                v = st.recv.should_send_max_stream_data()
+                if v is not None:
+                    self.outq.push_ctrl(APP, fr.MaxStreamDataFrame(item.stream_id, v))
+            if self.state == ConnState.ESTABLISHED:
+                v2 = self.streams.should_send_max_data()
+                if v2 is not None:
+                    self.outq.push_ctrl(APP, fr.MaxDataFrame(v2))
+        return item
+
+    def readable(self) -> bool:
+        return self.inq.readable()
+
+    # ============================================================ send API
+    def _sndbuf(self) -> int:
+        return max(SNDBUF_MIN, 4 * self.cc.congestion_window)
+
+    def _buffered(self) -> int:
+        total = 0
+        for st in self.streams.streams.values():
+            if st.send is not None:
+                total += st.send.bytes_in_flight_or_buffered
+        return total
+
+    def writable(self) -> bool:
+        """Room in the send buffer and connection-level credit (poll POLLOUT)."""
+        if self.state != ConnState.ESTABLISHED:
+            return False
+        if self.streams.max_data_peer <= self.streams.data_sent:
+            return False
+        return self._buffered() < self._sndbuf()
+
+    def send_stream(self, stream_id: int, data: bytes, flags: int, has_cmsg: bool) -> int:
+        """Queue stream data (sendmsg); returns bytes accepted.
+
+        ``stream_id`` -1 uses the active stream or opens the next one.  Errors
+        as the kernel: EINVAL (bad flags/stream), EPIPE (closed), EMSGSIZE
+        (empty without FIN), EAGAIN (buffer full / stream limit), ENOSPC (flow
+        control with a STREAM_INFO cmsg), ENOSTR (closed stream id).
+        """
+        if flags & ~_SEND_FLAGS:
+            raise _oserr(errno.EINVAL, "unsupported flags")
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+            raise _oserr(errno.EPIPE)
+        sflags = flags & _STREAM_FLAGS
+        app_ready = self._send_keys[APP] is not None
+        sid = self.streams.resolve_send_id(stream_id, sflags)
+        st = self.streams.send_stream(sid, sflags, app_ready)
+        fin = bool(sflags & _FIN)
+        n = len(data)
+        if not n and not fin:
+            raise _oserr(errno.EMSGSIZE)
+        self._send_cork = bool(flags & MSG_MORE)
+        self.outq.cork = self._send_cork
+        space = self._sndbuf() - self._buffered()
+        if n:
+            credit = self.streams.send_credit(st)
+            take = min(n, credit, max(space, 0))
+            if take <= 0:
+                if space > 0 and credit <= 0:
+                    # flow control stall (socket.c quic_wait_for_stream_send)
+                    self._queue_blocked(st, sflags)
+                    raise _oserr(errno.ENOSPC if has_cmsg else errno.EAGAIN)
+                raise _oserr(errno.EAGAIN)
+            if take < n:
+                self._queue_blocked(st, sflags)
+                fin = False
+            accepted = self.streams.write(st, data if take == n else data[:take], fin)
+            if sflags & _SNDBLOCK and accepted < n:
+                self._queue_blocked(st, sflags)
+            return accepted
+        self.streams.write(st, b"", True)
+        return 0
+
+    def _queue_blocked(self, st: Any, sflags: int) -> None:
+        if not sflags & _SNDBLOCK:
+            return
+        v = self.streams.take_data_blocked()
+        if v is not None:
+            self.outq.push_ctrl(APP, fr.DataBlockedFrame(v))
+        if st.send is not None:
+            w = st.send.take_data_blocked()
+            if w is not None:
+                self.outq.push_ctrl(APP, fr.StreamDataBlockedFrame(st.id, w))
+
+    def max_datagram_payload(self) -> int:
+        """Largest datagram send_datagram accepts (kernel MSS_DGRAM rule)."""
+        peer = self.remote_tp["max_datagram_frame_size"]
+        limit = min(peer, self.paths.max_datagram_size())
+        overhead = 1 + len(self.dcid) + 4 + 16 + 1 + 2
+        return max(0, limit - overhead)
+
+    def send_datagram(self, data: bytes) -> None:
+        """Queue an unreliable DATAGRAM frame (RFC 9221)."""
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+            raise _oserr(errno.EPIPE)
+        if not self.remote_tp["max_datagram_frame_size"]:
+            raise _oserr(errno.EINVAL, "peer does not accept datagrams")
+        if not data or len(data) > self.max_datagram_payload():
+            raise _oserr(errno.EMSGSIZE)
+        if self.outq.dgram_bytes + len(data) > self._sndbuf():
+            raise _oserr(errno.EAGAIN)
+        self.outq.push_datagram(bytes(data))
+
+    # ============================================================== options
+    def set_event(self, type: int, on: bool) -> None:
+        if not 0 < type < len(EventType):
+            raise _oserr(errno.EINVAL)
+        if on:
+            self.inq.events |= 1 << type
+        else:
+            self.inq.events &= ~(1 << type)
+
+    def get_event(self, type: int) -> bool:
+        if not 0 < type < len(EventType):
+            raise _oserr(errno.EINVAL)
+        return bool(self.inq.events & (1 << type))
+
+    def stream_open(self, stream_id: int, flags: int) -> int:
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+            raise _oserr(errno.EPIPE)
+        return self.streams.stream_open(stream_id, flags, self._send_keys[APP] is not None)
+
+    def stream_reset(self, stream_id: int, errcode: int) -> None:
+        if self.state != ConnState.ESTABLISHED:
+            raise _oserr(errno.EINVAL)
+        final = self.streams.reset_stream(stream_id, errcode)
+        self.outq.push_ctrl(APP, fr.ResetStreamFrame(stream_id, errcode, final))
+
+    def stream_stop_sending(self, stream_id: int, errcode: int) -> None:
+        if self.state != ConnState.ESTABLISHED:
+            raise _oserr(errno.EINVAL)
+        self.streams.stop_sending(stream_id, errcode)
+        self.outq.push_ctrl(APP, fr.StopSendingFrame(stream_id, errcode))
+
+    def set_connection_id(self, info: abi.ConnectionIdInfo) -> None:
+        if self.state != ConnState.ESTABLISHED:
+            raise _oserr(errno.EINVAL)
+        if info.dest:
+            for seq in self.dest.set_connection_id(info.prior_to, info.active):
+                self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(seq))
+            self.dcid = self.dest.active.cid
+            if info.prior_to:
+                self._event(abi.ConnectionIdEvent(1, self.dest.active_seq,
+                                                  self.dest.first_number))
+        else:
+            for c in self.source.set_connection_id(info.prior_to, info.active):
+                self.outq.push_ctrl(APP, fr.NewConnectionIdFrame(
+                    c.seq, c.retire_prior_to, c.cid, c.token))
+
+    def get_connection_id(self, dest: bool) -> abi.ConnectionIdInfo:
+        if self.state != ConnState.ESTABLISHED:
+            raise _oserr(errno.EINVAL)
+        s = self.dest if dest else self.source
+        active, first = s.get_connection_id()
+        return abi.ConnectionIdInfo(dest=int(dest), active=active, prior_to=first)
+
+    def set_close_info(self, info: abi.ConnectionClose) -> None:
+        phrase = bytes(info.phrase).split(b"\0", 1)[0]
+        self.close_errcode = info.errcode
+        self.close_frame = 0  # the kernel ignores the frame field
+        self.close_phrase = phrase
+
+    def get_close_info(self) -> abi.ConnectionClose:
+        return abi.ConnectionClose(errcode=self.close_errcode, frame=self.close_frame,
+                                   phrase=self.close_phrase[:63])
+
+    def migrate(self, local: Addr, now: float | None = None) -> None:
+        """CONNECTION_MIGRATION: preferred address (server, pre-handshake) or
+        migrate the local address (hook: path validation is started, the
+        socket layer must bind ``local``)."""
+        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+            raise _oserr(errno.EPIPE)
+        if local == self.paths.local:
+            raise _oserr(errno.EINVAL)
+        if self.state == ConnState.ESTABLISHING:
+            if self.is_client or self.paths.disable_local_migration:
+                raise _oserr(errno.EINVAL)
+            self.paths.pref_addr = True
+            self.paths.set_addresses(1, local, None)
+            return
+        old = self.paths.local
+        if isinstance(old, tuple) and isinstance(local, tuple) and len(old) != len(local):
+            raise _oserr(errno.EINVAL, "migration needs the same address family")
+        if self.paths.challenge is not None or self.paths.pref_addr:
+            raise _oserr(errno.EAGAIN)
+        t = self._now if now is None else now
+        # Simplification: the new local address is used at once (the socket
+        # layer rebinds to ``local_addr``); the event comes with validation.
+        self.paths.set_addresses(0, local, self.paths.remote)
+        data = self.paths.start_challenge(0, t, 3 * self.rtt.pto())
+        self._migration_local = 1
+        self.outq.push_ctrl(APP, fr.PathChallengeFrame(data))
+        self.timers.set(TimerKind.PATH, t + 3 * self.rtt.pto())
+
+    def key_update(self) -> None:
+        """Start a key update (RFC 9001 §6); EINVAL while one is pending."""
+        if self.state != ConnState.ESTABLISHED:
+            raise _oserr(errno.EPIPE)
+        if self._key_pending:
+            raise _oserr(errno.EINVAL, "key update pending")
+        key = self._send_keys[APP]
+        if key is None:
+            raise _oserr(errno.EINVAL)
+        self._send_keys[APP] = key.next_phase()
+        self.key_phase ^= 1
+        self._key_pending = True
+        self._key_update_sent_pn = self.spaces[APP].next_pn
+
+    def set_transport_param(self, p: abi.TransportParam) -> None:
+        """TRANSPORT_PARAM: validate and copy the non-zero fields (socket.c)."""
+        if self.state == ConnState.ESTABLISHED:
+            raise _oserr(errno.EINVAL)
+        if p.remote and self.state != ConnState.ESTABLISHING:
+            raise _oserr(errno.EINVAL)
+        remote = bool(p.remote)
+        tp = dict(self.remote_tp if remote else self.local_tp)
+
+        def bad() -> OSError:
+            return _oserr(errno.EINVAL)
+
+        if p.max_udp_payload_size:
+            if not MIN_UDP_PAYLOAD <= p.max_udp_payload_size <= MAX_UDP_PAYLOAD:
+                raise bad()
+            tp["max_udp_payload_size"] = p.max_udp_payload_size
+        if p.ack_delay_exponent:
+            if p.ack_delay_exponent > MAX_ACK_DELAY_EXPONENT:
+                raise bad()
+            tp["ack_delay_exponent"] = p.ack_delay_exponent
+        if p.max_ack_delay:
+            if p.max_ack_delay >= MAX_ACK_DELAY:
+                raise bad()
+            tp["max_ack_delay"] = p.max_ack_delay
+        if p.active_connection_id_limit:
+            if not CONN_ID_LEAST <= p.active_connection_id_limit <= CONN_ID_LIMIT:
+                raise bad()
+            tp["active_connection_id_limit"] = p.active_connection_id_limit
+        if p.max_idle_timeout:
+            if p.max_idle_timeout < MIN_IDLE_TIMEOUT:
+                raise bad()
+            tp["max_idle_timeout"] = p.max_idle_timeout
+        if p.max_datagram_frame_size:
+            if p.max_datagram_frame_size < MIN_PMTU:
+                raise bad()
+            tp["max_datagram_frame_size"] = p.max_datagram_frame_size
+        if p.max_data:
+            if p.max_data < MIN_PMTU or (not remote and p.max_data > S32_MAX // 4):
+                raise bad()
+            tp["max_data"] = p.max_data
+        for name in ("max_stream_data_bidi_local", "max_stream_data_bidi_remote",
+                     "max_stream_data_uni"):
+            v = getattr(p, name)
+            if v:
+                if v < MIN_PMTU or (not remote and v > S32_MAX // 8):
+                    raise bad()
+                tp[name] = v
+        for name in ("max_streams_bidi", "max_streams_uni"):
+            v = getattr(p, name)
+            if v:
+                if v > MAX_STREAMS:
+                    if not remote:
+                        raise bad()
+                    v = MAX_STREAMS
+                tp[name] = v
+        for name in ("disable_active_migration", "disable_1rtt_encryption",
+                     "disable_compatible_version", "grease_quic_bit", "stateless_reset"):
+            if getattr(p, name):
+                tp[name] = getattr(p, name)
+        if remote:
+            self.remote_tp = tp
+            self._apply_remote_tp()
+        else:
+            self.local_tp = tp
+            self._apply_local_stream_params()
+            self._idle_timeout = tp["max_idle_timeout"] / 1e6
+
+    def get_transport_param(self, remote: bool) -> abi.TransportParam:
+        tp = self.remote_tp if remote else self.local_tp
+        return abi.TransportParam(remote=int(remote), **tp)
+
+    def set_config(self, c: abi.Config) -> None:
+        """CONFIG: validate and copy the non-zero fields (socket.c)."""
+        if self.state == ConnState.ESTABLISHED:
+            raise _oserr(errno.EINVAL)
+        if c.payload_cipher_type and c.payload_cipher_type not in (51, 52, 53, 54):
+            raise _oserr(errno.EINVAL)
+        if c.initial_smoothed_rtt and not RTT_MIN <= c.initial_smoothed_rtt <= RTT_MAX:
+            raise _oserr(errno.EINVAL)
+        if c.congestion_control_algo and c.congestion_control_algo >= len(abi.CongAlgo):
+            raise _oserr(errno.EINVAL)
+        if c.plpmtud_probe_interval and not (
+                MIN_PROBE_TIMEOUT <= c.plpmtud_probe_interval
+                <= 0xFFFFFFFF // PMTUD_RAISE_TIMER_FACTOR):
+            raise _oserr(errno.EINVAL)
+        if c.keepalive_probe_interval and c.keepalive_probe_interval < MIN_PATH_TIMEOUT:
+            raise _oserr(errno.EINVAL)
+        if c.receive_session_ticket:
+            self.receive_session_ticket = c.receive_session_ticket
+        if c.validate_peer_address:
+            self.validate_peer_address = 1
+        if c.certificate_request:
+            self.certificate_request = c.certificate_request
+        if c.stream_data_nodelay:
+            self.stream_data_nodelay = 1
+        if c.payload_cipher_type:
+            self.payload_cipher_type = c.payload_cipher_type
+        if c.version:
+            self.cfg_version = c.version
+        if c.initial_smoothed_rtt:
+            self.initial_srtt = c.initial_smoothed_rtt
+            if not self.rtt.has_sample:
+                self.rtt = RttEstimator(self.initial_srtt / 1e6, self.rtt.max_ack_delay)
+        if c.congestion_control_algo:
+            self.cong_algo = c.congestion_control_algo
+            inflight = self.cc.bytes_in_flight
+            self.cc = new_congestion_control(self.cong_algo, self.paths.max_datagram_size())
+            self.cc.bytes_in_flight = inflight
+        if c.plpmtud_probe_interval:
+            self.plpmtud_interval = c.plpmtud_probe_interval
+        if c.keepalive_probe_interval:
+            self.keepalive_interval = c.keepalive_probe_interval
+
+    def get_config(self) -> abi.Config:
+        return abi.Config(
+            version=self.cfg_version, plpmtud_probe_interval=self.plpmtud_interval,
+            initial_smoothed_rtt=self.initial_srtt, payload_cipher_type=self.payload_cipher_type,
+            congestion_control_algo=self.cong_algo,
+            validate_peer_address=self.validate_peer_address,
+            stream_data_nodelay=self.stream_data_nodelay,
+            receive_session_ticket=self.receive_session_ticket,
+            certificate_request=self.certificate_request,
+            keepalive_probe_interval=self.keepalive_interval)
+
+    def set_token(self, token: bytes) -> None:
+        if not self.is_client:
+            if self.state != ConnState.ESTABLISHED:
+                raise _oserr(errno.EINVAL)
+            if self.token_pending:
+                raise _oserr(errno.EAGAIN)
+            self.token_pending = True
+            self.outq.push_ctrl(APP, fr.NewTokenFrame(self._new_token()))
+            return
+        if not token or len(token) > TOKEN_MAX_LEN:
+            raise _oserr(errno.EINVAL)
+        self.token = bytes(token)
+
+    def get_token(self) -> bytes:
+        if not self.is_client:
+            raise _oserr(errno.EINVAL)
+        return self.token
+
+    def set_alpn(self, alpn: str) -> None:
+        raw = alpn.encode() if isinstance(alpn, str) else bytes(alpn)
+        if not raw or len(raw) > ALPN_MAX_LEN or self.state == ConnState.LISTENING:
+            raise _oserr(errno.EINVAL)
+        parts = [p.strip() for p in raw.split(b",")]
+        if any(not p or len(p) > 255 for p in parts):
+            raise _oserr(errno.EINVAL)
+        self.alpn = b",".join(parts)
+
+    def get_alpn(self) -> str:
+        return self.alpn.decode()
+
+    def set_session_ticket(self, data: bytes) -> None:
+        if not TICKET_MIN_LEN <= len(data) <= TICKET_MAX_LEN:
+            raise _oserr(errno.EINVAL)
+        self.ticket = bytes(data)
+
+    def get_session_ticket(self) -> bytes:
+        if self.state == ConnState.LISTENING:
+            raise _oserr(errno.EPIPE)
+        if self.is_client:
+            if self.state != ConnState.ESTABLISHING and not self.ticket_ready:
+                return b""
+            return self.ticket
+        if self.state == ConnState.CLOSED:
+            raise _oserr(errno.EPIPE)
+        if self.ticket:
+            return self.ticket
+        # server: a ticket key derived from the peer's IP address (not its
+        # port) and the listener's secret, as the kernel does
+        host = self.paths.remote[0] if isinstance(self.paths.remote, tuple) else ""
+        return hmac.new(self._ticket_secret, b"session_ticket" + str(host).encode(),
+                        "sha512").digest()[:TICKET_KEY_LEN]
+
+
+def _vsize(v: int) -> int:
+    return 1 if v < 0x40 else 2 if v < 0x4000 else 4 if v < 0x40000000 else 8
+
+
+_unused = (CONNECTION_REFUSED, INTERNAL_ERROR, KEY_UPDATE_ERROR, NO_ERROR, MSG_EOR,
+           MSG_QUIC_NOTIFICATION)

@@ -1,0 +1,515 @@
+"""The send side: pending frames per space, packing, coalescing, retransmission.
+
+Twin of the kernel's ``net/quic/outqueue.c``.  :class:`OutQueue` keeps what is
+waiting to be sent (control frames per packet number space, CRYPTO data per
+space, DATAGRAM frames) and turns it into UDP datagrams in
+:meth:`OutQueue.build_datagrams`:
+
+* one datagram may coalesce an Initial, a Handshake and a 1-RTT packet
+  (RFC 9000 §12.2); a datagram carrying an ack-eliciting Initial is padded to
+  1200 bytes (RFC 9000 §14.1; always on the client);
+* each packet holds, in order: ACK, control frames, CRYPTO, DATAGRAM, then
+  STREAM data pulled from the connection's stream scheduler, within the path
+  MTU, the congestion window (RFC 9002 §7; ACK-only packets and PTO probes
+  are exempt), the pacer and the anti-amplification limit (RFC 9000 §8.1);
+* what each packet carried is recorded in its :class:`~.pnspace.SentPacket`
+  as small tuples (``REC_*``) so a loss re-queues the *information*, never
+  the packet (RFC 9000 §13.3): CRYPTO/STREAM ranges go back to their
+  :class:`SendBuffer`, control frames are re-queued, flow-control updates
+  are regenerated with the current value by the connection.
+
+The connection passes itself as ``conn`` (duck-typed; see
+``connection.QuicConnection``) so this module has no import cycle.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from . import frame as fr
+from .common import varint_size
+from .packet import PacketType, encode_long_header, encode_short_header, packet_number_length
+from .pnspace import SentPacket
+
+# packet number spaces
+INITIAL, HANDSHAKE, APP = 0, 1, 2
+SPACE_PACKET_TYPE = (PacketType.INITIAL, PacketType.HANDSHAKE, PacketType.ONE_RTT)
+
+# what a sent packet carried (first element of each record tuple)
+REC_ACK = 0  # (REC_ACK, largest acked in our ACK frame)
+REC_CRYPTO = 1  # (REC_CRYPTO, space, offset, length)
+REC_STREAM = 2  # (REC_STREAM, stream_id, offset, length, fin)
+REC_CTRL = 3  # (REC_CTRL, frame): the connection re-queues or regenerates it
+REC_PING = 8
+REC_DATAGRAM = 9
+REC_PATH = 10  # PATH_CHALLENGE / PATH_RESPONSE: never retransmitted
+REC_CLOSE = 11
+
+MIN_INITIAL_DATAGRAM = 1200  # RFC 9000 §14.1
+_SAMPLE_LEN = 16
+_TAG_LEN = 16
+_MAX_DATAGRAMS_PER_CALL = 256
+
+
+class SendBuffer:
+    """An outgoing byte stream (CRYPTO or STREAM data) with retransmission.
+
+    Data written is kept until acknowledged.  ``pop`` hands out lost ranges
+    first, then new data.  Offsets are absolute stream offsets.
+    """
+
+    __slots__ = (
+        "acked",
+        "base",
+        "buf",
+        "fin_acked",
+        "fin_lost",
+        "fin_off",
+        "fin_sent",
+        "next_off",
+        "retx",
+    )
+
+    def __init__(self, base: int = 0) -> None:
+        self.base = base  # offset of buf[0]; everything below is acked
+        self.buf = bytearray()
+        self.next_off = base  # first offset never sent
+        self.retx: list[list[int]] = []  # lost [start, end) ranges, ascending
+        self.acked: list[list[int]] = []  # acked [start, end) ranges above base
+        self.fin_off: int | None = None
+        self.fin_sent = False
+        self.fin_acked = False
+        self.fin_lost = False
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.buf)
+
+    @property
+    def unacked(self) -> int:
+        """Bytes held (written but not yet acknowledged)."""
+        return len(self.buf)
+
+    @property
+    def unsent(self) -> int:
+        return self.end - self.next_off
+
+    def write(self, data: bytes, fin: bool = False) -> None:
+        if self.fin_off is not None:
+            raise ValueError("write after FIN")
+        if data:
+            self.buf += data
+        if fin:
+            self.fin_off = self.end
+
+    def has_pending(self) -> bool:
+        return bool(self.retx) or self.next_off < self.end or (
+            self.fin_off is not None and (not self.fin_sent or self.fin_lost))
+
+    def pop(self, max_len: int) -> tuple[int, bytes, bool] | None:
+        """Next chunk of at most ``max_len`` bytes: (offset, data, fin)."""
+        while self.retx:
+            r = self.retx[0]
+            if r[1] <= self.base:
+                self.retx.pop(0)
+                continue
+            start = max(r[0], self.base)
+            end = min(r[1], start + max_len)
+            if end >= r[1]:
+                self.retx.pop(0)
+            else:
+                r[0] = end
+            data = bytes(self.buf[start - self.base:end - self.base])
+            fin = self.fin_off is not None and end == self.fin_off and (
+                self.fin_lost or not self.fin_sent)
+            if fin:
+                self.fin_sent = True
+                self.fin_lost = False
+            if data or fin:
+                return start, data, fin
+        start = self.next_off
+        end = min(self.end, start + max_len)
+        fin = self.fin_off is not None and end == self.fin_off and (
+            not self.fin_sent or self.fin_lost)
+        if end == start and not fin:
+            return None
+        self.next_off = end
+        if fin:
+            self.fin_sent = True
+            self.fin_lost = False
+        return start, bytes(self.buf[start - self.base:end - self.base]), fin
+
+    def on_acked(self, offset: int, length: int, fin: bool) -> None:
+        if fin:
+            self.fin_acked = True
+            self.fin_lost = False
+        end = offset + length
+        if end <= self.base or not length:
+            return
+        if offset <= self.base:
+            self._advance(end)
+            return
+        acked = self.acked
+        # insert [offset, end) into the ascending, merged ``acked`` list
+        i = len(acked)
+        while i > 0 and acked[i - 1][0] > offset:
+            i -= 1
+        acked.insert(i, [offset, end])
+        merged: list[list[int]] = []
+        for r in acked:
+            if merged and r[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], r[1])
+            else:
+                merged.append(r)
+        self.acked = merged
+
+    def _advance(self, end: int) -> None:
+        acked = self.acked
+        while acked and acked[0][0] <= end:
+            end = max(end, acked.pop(0)[1])
+        n = end - self.base
+        if n > 0:
+            del self.buf[:n]
+            self.base = end
+            self.next_off = max(self.next_off, end)
+
+    def on_lost(self, offset: int, length: int, fin: bool) -> None:
+        if fin and not self.fin_acked:
+            self.fin_lost = True
+        end = offset + length
+        if end <= self.base or not length:
+            return
+        start = max(offset, self.base)
+        retx = self.retx
+        i = len(retx)
+        while i > 0 and retx[i - 1][0] > start:
+            i -= 1
+        retx.insert(i, [start, end])
+        merged: list[list[int]] = []
+        for r in retx:
+            if merged and r[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], r[1])
+            else:
+                merged.append(r)
+        self.retx = merged
+
+    def all_acked(self) -> bool:
+        return not self.buf and (self.fin_off is None or self.fin_acked)
+
+
+class _Pkt:
+    """A packet being assembled (plaintext until the datagram is final)."""
+
+    __slots__ = (
+        "dcid",
+        "eliciting",
+        "overhead",
+        "padded",
+        "payload",
+        "pn",
+        "pn_len",
+        "ptype",
+        "records",
+        "space",
+    )
+
+    def __init__(self, space: int, pn: int, pn_len: int, ptype: PacketType, overhead: int,
+                 dcid: bytes) -> None:
+        self.space = space
+        self.pn = pn
+        self.pn_len = pn_len
+        self.ptype = ptype
+        self.payload: list[bytes] = []
+        self.records: list[tuple[Any, ...]] = []
+        self.eliciting = False
+        self.overhead = overhead
+        self.dcid = dcid
+        self.padded = False
+
+
+class OutQueue:
+    """Frames waiting per space, and the packer."""
+
+    def __init__(self) -> None:
+        self.ctrl: list[deque[Any]] = [deque(), deque(), deque()]
+        self.crypto: list[SendBuffer] = [SendBuffer(), SendBuffer(), SendBuffer()]
+        self.dgrams: deque[bytes] = deque()
+        self.dgram_bytes = 0
+        self.probes = [0, 0, 0]  # PTO probe packets owed per space
+        self.close_frame: fr.ConnectionCloseFrame | None = None
+        self.close_spaces: tuple[int, ...] = ()
+        self.close_pending = False
+        self.cork = False  # MSG_MORE: hold stream data until uncorked
+
+    # ----------------------------------------------------------- queueing
+    def push_ctrl(self, space: int, frame: Any) -> None:
+        self.ctrl[space].append(frame)
+
+    def push_datagram(self, data: bytes) -> None:
+        self.dgrams.append(data)
+        self.dgram_bytes += len(data)
+
+    def discard_space(self, space: int) -> None:
+        self.ctrl[space].clear()
+        self.crypto[space] = SendBuffer(self.crypto[space].end)
+        self.probes[space] = 0
+
+    def has_crypto_or_ctrl(self, space: int) -> bool:
+        return bool(self.ctrl[space]) or self.crypto[space].has_pending()
+
+    # ------------------------------------------------- loss and ack of records
+    def on_lost(self, conn: Any, packet: SentPacket, space: int) -> None:
+        for rec in packet.frames:
+            kind = rec[0]
+            if kind == REC_STREAM:
+                conn._stream_lost(rec)
+            elif kind == REC_CRYPTO:
+                sp = rec[1]
+                if not conn.spaces[sp].discarded:
+                    self.crypto[sp].on_lost(rec[2], rec[3], False)
+            elif kind == REC_CTRL:
+                conn._ctrl_lost(rec[1], space)
+
+    def on_acked(self, conn: Any, packet: SentPacket, space: int) -> None:
+        for rec in packet.frames:
+            kind = rec[0]
+            if kind == REC_STREAM:
+                conn._stream_acked(rec)
+            elif kind == REC_ACK:
+                conn.spaces[space].on_ack_of_ack(rec[1])
+            elif kind == REC_CRYPTO:
+                self.crypto[rec[1]].on_acked(rec[2], rec[3], False)
+            elif kind == REC_CTRL:
+                conn._ctrl_acked(rec[1])
+
+    # -------------------------------------------------------------- packing
+    def build_datagrams(self, conn: Any, now: float) -> list[bytes]:
+        """Pack everything sendable now into datagrams for the active path."""
+        out: list[bytes] = []
+        paths = conn.paths
+        for _ in range(_MAX_DATAGRAMS_PER_CALL):
+            size_limit = paths.max_datagram_size()
+            allowance = paths.send_allowance()
+            if allowance is not None:
+                if allowance <= 0:
+                    break  # RFC 9000 §8.1: blocked until more bytes arrive
+                size_limit = min(size_limit, allowance)
+            dgram = self._build_one(conn, now, size_limit)
+            if dgram is None:
+                break
+            paths.on_sent(len(dgram))
+            out.append(dgram)
+            if self.close_pending:
+                break  # one CONNECTION_CLOSE datagram at a time
+        return out
+
+    def _build_one(self, conn: Any, now: float, size_limit: int) -> bytes | None:
+        pkts: list[_Pkt] = []
+        remaining = size_limit
+        pad_needed = False
+        for space in (INITIAL, HANDSHAKE, APP):
+            key = conn.send_key(space)
+            if key is None:
+                continue
+            pkt = self._build_packet(conn, now, space, remaining)
+            if pkt is None:
+                continue
+            pkts.append(pkt)
+            size = pkt.overhead + sum(len(p) for p in pkt.payload)
+            remaining -= size
+            if space == INITIAL and (conn.is_client or pkt.eliciting):
+                pad_needed = True
+            if remaining < 64:
+                break
+        if not pkts:
+            return None
+        if pad_needed:
+            total = size_limit - remaining
+            if total < MIN_INITIAL_DATAGRAM:
+                pad = min(MIN_INITIAL_DATAGRAM, size_limit) - total
+                if pad > 0:
+                    pkts[-1].payload.append(bytes(pad))
+                    pkts[-1].padded = True
+        return self._seal(conn, now, pkts)
+
+    def _header_overhead(self, conn: Any, space: int, pn_len: int, dcid: bytes) -> int:
+        if space == APP and not conn.use_early:
+            return 1 + len(dcid) + pn_len + _TAG_LEN
+        n = 7 + len(dcid) + len(conn.scid) + 2 + pn_len + _TAG_LEN
+        if space == INITIAL:
+            tok = conn.initial_token
+            n += varint_size(len(tok)) + len(tok)
+        return n
+
+    def _build_packet(self, conn: Any, now: float, space: int, budget: int) -> _Pkt | None:
+        pns = conn.spaces[space]
+        pn = pns.next_pn
+        largest = pns.largest_acked
+        pn_len = packet_number_length(pn, None if largest < 0 else largest)
+        pn_len = max(pn_len, 2)  # keeps the header-protection sample in range cheaply
+        dcid = conn.dcid
+        overhead = self._header_overhead(conn, space, pn_len, dcid)
+        room = budget - overhead
+        if room < 32:
+            return None
+        ptype = SPACE_PACKET_TYPE[space]
+        if space == APP and conn.use_early:
+            ptype = PacketType.ZERO_RTT
+        pkt = _Pkt(space, pn, pn_len, ptype, overhead, dcid)
+        payload = pkt.payload
+        records = pkt.records
+
+        # CONNECTION_CLOSE: alone, in every space we still have keys for.
+        if self.close_pending:
+            if space not in self.close_spaces or self.close_frame is None:
+                return None
+            cf = self.close_frame
+            if space != APP and cf.application:
+                # RFC 9000 §10.2.3: no application close before 1-RTT keys
+                cf = fr.ConnectionCloseFrame(0x0C, 0, b"")
+            enc = cf.encode()
+            payload.append(enc[:room])
+            records.append((REC_CLOSE,))
+            return pkt
+
+        ack_sent = False
+        if pns.ack_pending and (pns.ack_due(now) or self._has_eliciting_data(conn, space)):
+            ranges = pns.ack_ranges()
+            if ranges:
+                delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
+                enc = fr.AckFrame(ranges, delay).encode()
+                if len(enc) <= room:
+                    payload.append(enc)
+                    records.append((REC_ACK, ranges[0][1]))
+                    room -= len(enc)
+                    ack_sent = True
+
+        probe = self.probes[space] > 0
+        cc = conn.cc
+        cwnd_ok = probe or conn.bytes_in_flight() + budget <= cc.congestion_window
+        if space == APP and cwnd_ok and not probe and self._has_eliciting_data(conn, space):
+            t = conn.pacing_delay(now)
+            if t is not None and t > now + 1e-6:  # RFC 9002 §7.7
+                conn.arm_pacing(t)
+                cwnd_ok = False
+        if cwnd_ok:
+            room = self._fill(conn, now, space, pkt, room)
+        if probe and not pkt.eliciting:
+            payload.append(b"\x01")  # PING, RFC 9002 §6.2.4
+            records.append((REC_PING,))
+            pkt.eliciting = True
+            room -= 1
+        if pkt.eliciting and probe:
+            self.probes[space] -= 1
+        if not payload:
+            return None
+        if ack_sent:
+            pns.on_ack_sent()
+        minp = 4 - pn_len + _SAMPLE_LEN - _TAG_LEN  # RFC 9001 §5.4.2 sample room
+        plen = sum(len(p) for p in payload)
+        if plen < minp:
+            payload.append(bytes(minp - plen))
+        return pkt
+
+    def _has_eliciting_data(self, conn: Any, space: int) -> bool:
+        if self.ctrl[space] or self.crypto[space].has_pending() or self.probes[space]:
+            return True
+        return space == APP and (bool(self.dgrams) or conn.has_stream_data())
+
+    def _fill(self, conn: Any, now: float, space: int, pkt: _Pkt, room: int) -> int:
+        payload = pkt.payload
+        records = pkt.records
+        ctrl = self.ctrl[space]
+        # control frames
+        while ctrl and room > 0:
+            f = ctrl[0]
+            enc = f.encode()
+            if len(enc) > room:
+                break
+            ctrl.popleft()
+            payload.append(enc)
+            records.append((REC_CTRL, f))
+            room -= len(enc)
+            pkt.eliciting = True
+        # CRYPTO
+        buf = self.crypto[space]
+        while room > 8 and buf.has_pending():
+            off = buf.retx[0][0] if buf.retx else buf.next_off
+            hdr = 1 + varint_size(off) + 2
+            chunk = buf.pop(room - hdr)
+            if chunk is None:
+                break
+            off, data, _ = chunk
+            enc = fr.CryptoFrame(off, data).encode()
+            payload.append(enc)
+            records.append((REC_CRYPTO, space, off, len(data)))
+            room -= len(enc)
+            pkt.eliciting = True
+        if space != APP:
+            return room
+        # DATAGRAM frames (RFC 9221): sent once, never retransmitted
+        dgrams = self.dgrams
+        while dgrams and room > 0:
+            d = dgrams[0]
+            need = 1 + varint_size(len(d)) + len(d)
+            if need > room:
+                if not payload:
+                    dgrams.popleft()  # can never fit: drop
+                    self.dgram_bytes -= len(d)
+                    continue
+                break
+            dgrams.popleft()
+            self.dgram_bytes -= len(d)
+            payload.append(fr.DatagramFrame(d).encode())
+            records.append((REC_DATAGRAM,))
+            room -= need
+            pkt.eliciting = True
+        # STREAM frames
+        if room > 16 and not self.cork:
+            room = conn._fill_streams(pkt, room)
+        return room
+
+    def _seal(self, conn: Any, now: float, pkts: list[_Pkt]) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        for pkt in pkts:
+            payload = b"".join(pkt.payload)
+            space = pkt.space
+            key = conn.send_key(space)
+            if pkt.ptype == PacketType.ONE_RTT:
+                header = encode_short_header(pkt.dcid, pkt.pn, pkt.pn_len,
+                                             key_phase=conn.key_phase)
+            else:
+                header = encode_long_header(
+                    pkt.ptype, conn.version, pkt.dcid, conn.scid, pkt.pn, pkt.pn_len,
+                    len(payload), conn.initial_token if space == INITIAL else b"",
+                    key.tag_len)
+            data = _protect(key, header, payload, pkt.pn, pkt.pn_len)
+            parts.append(data)
+            total += len(data)
+            pns = conn.spaces[space]
+            pns.next_pn = pkt.pn + 1
+            # RFC 9002 §2: in flight = ack-eliciting or padded
+            sp = SentPacket(pkt.pn, now, len(data), pkt.eliciting,
+                            pkt.eliciting or pkt.padded, pkt.records)
+            if pkt.records and pkt.records[0][0] == REC_ACK:
+                sp.largest_ack = pkt.records[0][1]
+            conn._on_packet_sent(space, sp)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _protect(key: Any, header: bytes, payload: bytes, pn: int, pn_len: int) -> bytes:
+    """AEAD with the FULL packet number in the nonce, then header protection
+    (RFC 9001 §5.3, §5.4.1)."""
+    ct = key.encrypt(pn, header, payload)
+    s = 4 - pn_len
+    mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
+    out = bytearray(header)
+    first = out[0]
+    out[0] = first ^ (mask[0] & (0x0F if first & 0x80 else 0x1F))
+    off = len(header) - pn_len
+    for i in range(pn_len):
+        out[off + i] ^= mask[1 + i]
+    out += ct
+    return bytes(out)
