@@ -1,0 +1,338 @@
+"""The user backend's I/O thread and its single lock.
+
+One background thread serves every user-backend socket: it waits on the UDP
+sockets of all endpoints and on a wake-up fd with a selector, feeds received
+datagrams to the engine, runs the connections' timers (``next_timer`` /
+``handle_timer``) and sends what ``datagrams_to_send`` returns. It starts when
+the first endpoint or connection registers and stops (closing its selector and
+wake-up fd) when the last one leaves, so closing every socket leaves no thread
+and no fd behind.
+
+Lock discipline (simple on purpose, so it cannot deadlock): one re-entrant
+lock, :data:`LOOP.lock`, guards ALL user-backend state (every connection,
+endpoint, accept queue and readiness fd). Application threads hold it for the
+duration of a socket call; the I/O thread holds it while it processes one batch
+of events, and never while it sleeps in ``select``. Blocking socket calls wait
+on :data:`LOOP.cond` (a condition on that lock), which the I/O thread notifies
+after every batch (``generation`` counts batches), then simply retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from typing import Protocol
+
+__all__ = ["LOOP", "Client", "IOLoop", "Reader", "Readiness"]
+
+_log = logging.getLogger("pyquic.user")
+
+
+class Reader(Protocol):
+    """Something with a file descriptor the loop reads when it is readable."""
+
+    def fileno(self) -> int: ...
+
+    def on_readable(self, now: float) -> None:
+        """Drain the fd (non-blocking); called with the lock held."""
+
+
+class Client(Protocol):
+    """A connection the loop keeps alive: timers, flushing, readiness."""
+
+    def _io_next_timer(self) -> float | None: ...
+
+    def _io_timer(self, now: float) -> None: ...
+
+    def _io_flush(self, now: float) -> None: ...
+
+
+class Readiness:
+    """A pollable fd whose readable/writable state the backend sets.
+
+    One end of an AF_UNIX stream socketpair is given to the application: it is
+    readable while a byte sent from the other end is queued, and it is made
+    unwritable by filling its (minimal) send buffer, writable again by
+    draining the other end. Both states are changed only on transitions.
+    """
+
+    def __init__(self) -> None:
+        self._user, self._peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._user.setblocking(False)
+        self._peer.setblocking(False)
+        self._user.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
+        self.readable = False
+        self.writable = True
+
+    def fileno(self) -> int:
+        return self._user.fileno()
+
+    def set(self, readable: bool, writable: bool) -> None:
+        if readable != self.readable:
+            self.readable = readable
+            if readable:
+                self._peer.send(b"r")
+            else:
+                self._drain(self._user)
+        if writable != self.writable:
+            self.writable = writable
+            if writable:
+                self._drain(self._peer)
+            else:
+                chunk = bytes(4096)
+                for _ in range(256):
+                    try:
+                        self._user.send(chunk)
+                    except BlockingIOError:
+                        break
+
+    @staticmethod
+    def _drain(s: socket.socket) -> None:
+        for _ in range(4096):
+            try:
+                if not s.recv(65536):
+                    return
+            except (BlockingIOError, InterruptedError):
+                return
+
+    def close(self) -> None:
+        self._user.close()
+        self._peer.close()
+
+
+class _Waker:
+    """A wake-up fd: an eventfd, or a pipe where eventfd is missing."""
+
+    def __init__(self) -> None:
+        self._efd: int | None = None
+        self._r: int | None = None
+        self._w: int | None = None
+        if hasattr(os, "eventfd"):
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - Python < 3.10 on Linux or other systems
+            self._r, self._w = os.pipe()
+            os.set_blocking(self._r, False)
+            os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._efd if self._efd is not None else self._r  # type: ignore[return-value]
+
+    def wake(self) -> None:
+        try:
+            if self._efd is not None:
+                os.eventfd_write(self._efd, 1)
+            elif self._w is not None:  # pragma: no cover
+                os.write(self._w, b"\x01")
+        except (BlockingIOError, OSError):
+            pass
+
+    def drain(self) -> None:
+        try:
+            if self._efd is not None:
+                os.eventfd_read(self._efd)
+            elif self._r is not None:  # pragma: no cover
+                while os.read(self._r, 4096):
+                    pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self._efd, self._r, self._w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._efd = self._r = self._w = None
+
+
+class _Runner:
+    """One incarnation of the I/O thread with its own selector and waker."""
+
+    def __init__(self, loop: IOLoop) -> None:
+        self.loop = loop
+        self.selector = selectors.DefaultSelector()
+        self.waker = _Waker()
+        self.selector.register(self.waker.fileno(), selectors.EVENT_READ, None)
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, name="pyquic-io", daemon=True)
+
+    def _run(self) -> None:
+        loop = self.loop
+        try:
+            while True:
+                with loop.lock:
+                    if self.stopped:
+                        break
+                    timeout = loop._timeout(time.monotonic())
+                try:
+                    events = self.selector.select(timeout)
+                except OSError:  # pragma: no cover - fd closed under us
+                    events = []
+                with loop.lock:
+                    if self.stopped:
+                        break
+                    loop._process(self, events, time.monotonic())
+        finally:
+            with loop.lock:
+                self.selector.close()
+                self.waker.close()
+                loop.generation += 1
+                loop.cond.notify_all()
+
+
+class IOLoop:
+    """The process-wide I/O loop (use the :data:`LOOP` singleton)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        #: incremented after every batch of I/O; blocked callers wait for a change
+        self.generation = 0
+        self._runner: _Runner | None = None
+        self._dead: list[_Runner] = []
+        self._readers: dict[int, Reader] = {}
+        self._clients: set[Client] = set()
+        self._dirty: set[Client] = set()
+        self._deadline = float("inf")
+
+    # -- registration (call with the lock held) --------------------------------
+    def _ensure(self) -> _Runner:
+        if self._runner is None:
+            runner = _Runner(self)
+            for fd, reader in self._readers.items():
+                runner.selector.register(fd, selectors.EVENT_READ, reader)
+            self._runner = runner
+            runner.thread.start()
+        return self._runner
+
+    def add_reader(self, reader: Reader) -> None:
+        """Watch ``reader``'s fd for input."""
+        with self.lock:
+            fd = reader.fileno()
+            self._readers[fd] = reader
+            runner = self._ensure()
+            if fd in runner.selector.get_map():
+                runner.selector.modify(fd, selectors.EVENT_READ, reader)
+            else:
+                runner.selector.register(fd, selectors.EVENT_READ, reader)
+
+    def remove_reader(self, reader: Reader) -> None:
+        """Stop watching ``reader`` (before closing its fd)."""
+        with self.lock:
+            fd = reader.fileno()
+            if self._readers.get(fd) is reader:
+                del self._readers[fd]
+                if self._runner is not None:
+                    try:
+                        self._runner.selector.unregister(fd)
+                    except (KeyError, ValueError):
+                        pass
+            self._maybe_stop()
+
+    def add_client(self, client: Client) -> None:
+        """Run ``client``'s timers from now on."""
+        with self.lock:
+            self._clients.add(client)
+            self._ensure()
+            self.reschedule(client._io_next_timer())
+
+    def remove_client(self, client: Client) -> None:
+        """Forget ``client``."""
+        with self.lock:
+            self._clients.discard(client)
+            self._dirty.discard(client)
+            self._maybe_stop()
+
+    def _maybe_stop(self) -> None:
+        if self._runner is not None and not self._readers and not self._clients:
+            runner = self._runner
+            self._runner = None
+            runner.stopped = True
+            runner.waker.wake()
+            self._dead.append(runner)
+
+    def join_stopped(self, timeout: float = 2.0) -> None:
+        """Join I/O threads that were told to stop (call WITHOUT the lock)."""
+        with self.lock:
+            dead, self._dead = self._dead, []
+        for runner in dead:
+            if runner.thread is not threading.current_thread():
+                runner.thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while an I/O thread is serving sockets."""
+        with self.lock:
+            return self._runner is not None
+
+    # -- scheduling ----------------------------------------------------------------
+    def reschedule(self, when: float | None) -> None:
+        """Make sure the I/O thread wakes by ``when`` (a time.monotonic() value)."""
+        if when is None:
+            return
+        with self.lock:
+            if when < self._deadline and self._runner is not None:
+                self._deadline = when
+                self._runner.waker.wake()
+
+    def mark(self, client: Client) -> None:
+        """Have the I/O thread flush ``client`` at the end of this batch (lock held)."""
+        self._dirty.add(client)
+
+    def notify(self) -> None:
+        """Wake every blocked socket call so it retries (lock held)."""
+        with self.lock:
+            self.generation += 1
+            self.cond.notify_all()
+
+    def _timeout(self, now: float) -> float | None:
+        best = float("inf")
+        for client in self._clients:
+            t = client._io_next_timer()
+            if t is not None and t < best:
+                best = t
+        self._deadline = best
+        if best == float("inf"):
+            return None
+        return max(0.0, best - now)
+
+    def _process(self, runner: _Runner, events: list[tuple[selectors.SelectorKey, int]],
+                 now: float) -> None:
+        for key, _mask in events:
+            reader: Reader | None = key.data
+            if reader is None:
+                runner.waker.drain()
+                continue
+            if self._readers.get(key.fd) is not reader:
+                continue  # removed while we slept
+            try:
+                reader.on_readable(now)
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                _log.exception("pyquic I/O thread")
+        for client in list(self._clients):
+            t = client._io_next_timer()
+            if t is not None and t <= now:
+                self._dirty.add(client)
+                try:
+                    client._io_timer(now)
+                except Exception:  # noqa: BLE001 - keep the loop alive
+                    _log.exception("pyquic I/O thread")
+        dirty, self._dirty = self._dirty, set()
+        for client in dirty:
+            if client not in self._clients:
+                continue
+            try:
+                client._io_flush(now)
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                _log.exception("pyquic I/O thread")
+        self.generation += 1
+        self.cond.notify_all()
+
+
+#: The process-wide loop shared by every user-backend socket.
+LOOP = IOLoop()

@@ -1,0 +1,159 @@
+"""Tests of the I/O thread lifecycle and the readiness fd (pyquic.user.loop)."""
+
+from __future__ import annotations
+
+import os
+import select
+import selectors
+import socket
+import threading
+import time
+
+from pyquic.user.loop import LOOP, IOLoop, Readiness
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _poll(fd: int) -> tuple[bool, bool]:
+    r, w, _ = select.select([fd], [fd], [], 0)
+    return bool(r), bool(w)
+
+
+def test_readiness_transitions() -> None:
+    before = _fd_count()
+    ready = Readiness()
+    try:
+        fd = ready.fileno()
+        assert _poll(fd) == (False, True)
+        ready.set(True, True)
+        assert _poll(fd) == (True, True)
+        ready.set(True, False)
+        assert _poll(fd) == (True, False)
+        ready.set(False, False)
+        assert _poll(fd) == (False, False)
+        ready.set(False, True)
+        assert _poll(fd) == (False, True)
+        # idempotent: setting the same state twice changes nothing
+        ready.set(True, True)
+        ready.set(True, True)
+        assert _poll(fd) == (True, True)
+        ready.set(False, True)
+        assert _poll(fd) == (False, True)
+    finally:
+        ready.close()
+    assert _fd_count() == before
+
+
+def test_readiness_with_selectors_and_poll() -> None:
+    ready = Readiness()
+    sel = selectors.DefaultSelector()
+    try:
+        sel.register(ready.fileno(), selectors.EVENT_READ | selectors.EVENT_WRITE)
+        events = sel.select(0)
+        assert [mask for _, mask in events] == [selectors.EVENT_WRITE]
+        ready.set(True, False)
+        events = sel.select(0)
+        assert [mask for _, mask in events] == [selectors.EVENT_READ]
+        p = select.poll()
+        p.register(ready.fileno(), select.POLLIN | select.POLLOUT)
+        ((_, mask),) = p.poll(0)
+        assert mask & select.POLLIN and not mask & select.POLLOUT
+    finally:
+        sel.close()
+        ready.close()
+
+
+class _Client:
+    def __init__(self, when: float) -> None:
+        self.when: float | None = when
+        self.fired = threading.Event()
+        self.flushes = 0
+
+    def _io_next_timer(self) -> float | None:
+        return self.when
+
+    def _io_timer(self, now: float) -> None:
+        self.when = None
+        self.fired.set()
+
+    def _io_flush(self, now: float) -> None:
+        self.flushes += 1
+
+
+class _Reader:
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.got: list[bytes] = []
+        self.event = threading.Event()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def on_readable(self, now: float) -> None:
+        for _ in range(100):
+            try:
+                self.got.append(self.sock.recv(2048))
+            except BlockingIOError:
+                break
+        self.event.set()
+
+
+def test_thread_starts_on_demand_and_stops() -> None:
+    loop = IOLoop()
+    threads = threading.active_count()
+    fds = _fd_count()
+    assert not loop.running
+    client = _Client(time.monotonic() + 0.05)
+    loop.add_client(client)
+    assert loop.running
+    assert threading.active_count() == threads + 1
+    assert client.fired.wait(2.0)
+    with loop.lock:
+        assert client.flushes >= 1
+    loop.remove_client(client)
+    loop.join_stopped()
+    assert not loop.running
+    assert threading.active_count() == threads
+    assert _fd_count() == fds
+
+
+def test_reader_and_reschedule() -> None:
+    loop = IOLoop()
+    fds = _fd_count()
+    reader = _Reader()
+    loop.add_reader(reader)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sender.sendto(b"ping", reader.sock.getsockname())
+        assert reader.event.wait(2.0)
+        with loop.lock:
+            assert reader.got == [b"ping"]
+        # A timer set later, earlier than the loop's current deadline, wakes it.
+        client = _Client(float("inf"))
+        loop.add_client(client)
+        with loop.lock:
+            client.when = time.monotonic() + 0.02
+            loop.reschedule(client.when)
+        assert client.fired.wait(2.0)
+        gen = loop.generation
+        with loop.lock:
+            loop.notify()
+            assert loop.generation == gen + 1
+        loop.remove_client(client)
+    finally:
+        loop.remove_reader(reader)
+        loop.join_stopped()
+        sender.close()
+        reader.sock.close()
+    assert not loop.running
+    assert _fd_count() == fds
+
+
+def test_shared_loop_idle_after_tests() -> None:
+    # The process-wide loop must not keep a thread without sockets.
+    LOOP.join_stopped()
+    assert not LOOP.running or LOOP._readers or LOOP._clients
