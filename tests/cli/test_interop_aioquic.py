@@ -1,0 +1,207 @@
+"""hq-interop between pyquic's CLI and aioquic (a test dependency), both directions.
+
+Each direction is a real file transfer over loopback checked by sha256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import ssl
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from aioquic import tls
+from aioquic.asyncio import QuicConnectionProtocol, connect, serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamDataReceived
+from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.tls import CipherSuite
+
+from tests.cli.conftest import free_udp_port, run_cli
+
+SIZES = {"a.bin": 200_000, "b.bin": 1_000_003, "c.bin": 17}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> tuple[str, str]:
+    from pyquic.tls.x509 import generate_self_signed
+
+    cert, key = generate_self_signed("localhost", ["localhost", "127.0.0.1"])
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    return str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+
+
+class HqClient(QuicConnectionProtocol):
+    """aioquic side of an hq-interop client: GET on one stream per file."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bodies: dict[int, bytearray] = {}
+        self.waiters: dict[int, asyncio.Future[bytes]] = {}
+
+    async def get(self, path: str) -> bytes:
+        sid = self._quic.get_next_available_stream_id()
+        self.bodies[sid] = bytearray()
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.waiters[sid] = fut
+        self._quic.send_stream_data(sid, f"GET {path}\r\n".encode(), end_stream=True)
+        self.transmit()
+        return await fut
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived) and event.stream_id in self.bodies:
+            self.bodies[event.stream_id] += event.data
+            if event.end_stream:
+                self.waiters[event.stream_id].set_result(bytes(self.bodies[event.stream_id]))
+
+
+class HqServer(QuicConnectionProtocol):
+    """aioquic side of an hq-interop server serving ``ROOT``."""
+
+    ROOT = Path(".")
+    INSTANCES: ClassVar[list[HqServer]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reqs: dict[int, bytearray] = {}
+        HqServer.INSTANCES.append(self)
+
+    def recv_key_phase(self) -> int | None:
+        """The key phase of the 1-RTT packets last received (RFC 9001 §6)."""
+        pair = self._quic._cryptos.get(tls.Epoch.ONE_RTT)
+        return None if pair is None else int(pair.recv.key_phase)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            buf = self.reqs.setdefault(event.stream_id, bytearray())
+            buf += event.data
+            if event.end_stream:
+                path = bytes(buf).split()[1].decode().lstrip("/")
+                body = (self.ROOT / path).read_bytes()
+                self._quic.send_stream_data(event.stream_id, body, end_stream=True)
+                self.transmit()
+
+
+V2_XFAIL = pytest.mark.xfail(
+    reason="server's version_information still names v1 after switching to v2 "
+           "(its TRANSPORT_PARAM_EXT is read before the ClientHello is processed)",
+    strict=False)
+
+
+RETRY_XFAIL = pytest.mark.xfail(
+    reason="the user engine does not send Retry yet (validate_peer_address is accepted)",
+    strict=False)
+
+
+@pytest.mark.parametrize("testcase", ["transfer", pytest.param("retry", marks=RETRY_XFAIL),
+                                      "chacha20", "keyupdate",
+                                      pytest.param("v2", marks=V2_XFAIL)])
+def test_aioquic_client_pyquic_server(tmp_path: Path, server_factory: type,
+                                      certs: tuple[str, str], testcase: str) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    files = {n: os.urandom(s) for n, s in SIZES.items()}
+    for n, data in files.items():
+        (www / n).write_bytes(data)
+    port = free_udp_port()
+    server_factory(["server", "--host", "127.0.0.1", "--port", str(port), "--www", str(www),
+                    "--cert", certs[0], "--key", certs[1]], "hq server on",
+                   TESTCASE=testcase)
+
+    async def main() -> dict[str, bytes]:
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=["hq-interop"])
+        cfg.verify_mode = ssl.CERT_NONE
+        if testcase == "chacha20":
+            cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
+        if testcase == "v2":
+            cfg.original_version = QuicProtocolVersion.VERSION_1
+            cfg.supported_versions = [QuicProtocolVersion.VERSION_2,
+                                      QuicProtocolVersion.VERSION_1]
+        async with connect("127.0.0.1", port, configuration=cfg,
+                           create_protocol=HqClient) as client:
+            assert isinstance(client, HqClient)
+            first = await asyncio.wait_for(client.get("/c.bin"), 30)
+            if testcase == "keyupdate":
+                client.request_key_update()
+            got = await asyncio.wait_for(
+                asyncio.gather(*(client.get(f"/{n}") for n in files)), 30)
+            assert first == got[list(files).index("c.bin")]
+            state["version"] = client._quic._version
+            state["retries"] = client._quic._retry_count
+            state["cipher"] = client._quic.tls.key_schedule.cipher_suite  # type: ignore[union-attr]
+            return dict(zip(files, got))
+
+    state: dict[str, Any] = {}
+
+    got = asyncio.run(main())
+    for n, data in files.items():
+        assert sha(got[n]) == sha(data), n
+    if testcase == "v2":
+        assert state["version"] == QuicProtocolVersion.VERSION_2
+    if testcase == "retry":
+        assert state["retries"] == 1  # the server validated the address (RFC 9000 §8.1.2)
+    if testcase == "chacha20":
+        assert state["cipher"] == CipherSuite.CHACHA20_POLY1305_SHA256
+
+
+@pytest.mark.parametrize("testcase", ["transfer", "keyupdate", "chacha20", "multiplexing",
+                                      "resumption", "zerortt", "multiconnect"])
+def test_pyquic_client_aioquic_server(tmp_path: Path, certs: tuple[str, str],
+                                      testcase: str) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    files = {n: os.urandom(s) for n, s in SIZES.items()}
+    for n, data in files.items():
+        (www / n).write_bytes(data)
+    HqServer.ROOT = www
+    HqServer.INSTANCES.clear()
+    port = free_udp_port()
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    state: dict[str, Any] = {}
+
+    async def start() -> None:
+        cfg = QuicConfiguration(is_client=False, alpn_protocols=["hq-interop"])
+        cfg.load_cert_chain(certs[0], certs[1])
+        tickets: dict[bytes, Any] = {}
+        state["server"] = await serve("127.0.0.1", port, configuration=cfg,
+                                      create_protocol=HqServer,
+                                      session_ticket_fetcher=tickets.pop,
+                                      session_ticket_handler=lambda t: tickets.__setitem__(
+                                          t.ticket, t))
+        started.set()
+
+    def run_loop() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        loop.run_forever()
+
+    t = threading.Thread(target=run_loop, daemon=True)
+    t.start()
+    assert started.wait(10)
+    try:
+        dl = tmp_path / "dl"
+        urls = [f"https://127.0.0.1:{port}/{n}" for n in files]
+        r = run_cli("client", "--downloads", str(dl), *urls, "--timeout", "30", "-v",
+                    timeout=90, TESTCASE=testcase)
+        assert r.returncode == 0, r.stderr
+        if testcase == "zerortt":
+            assert "resumed, 0-RTT accepted" in r.stdout
+        phases = [p.recv_key_phase() for p in HqServer.INSTANCES]
+        # keyupdate: the client's packets moved to key phase 1; otherwise they stay in 0
+        assert phases == [1 if testcase == "keyupdate" else 0] * len(phases), phases
+        for n, data in files.items():
+            assert sha((dl / n).read_bytes()) == sha(data), n
+    finally:
+        loop.call_soon_threadsafe(state["server"].close)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
