@@ -10,6 +10,7 @@ constants, option structs, cmsg helpers and events are re-exported from
 
 from __future__ import annotations
 
+from pyquic import aio
 from pyquic.abi import *  # the kernel's ABI names are pyquic's public names
 from pyquic.abi import __all__ as _abi_all
 from pyquic.kernel.available import kernel_available
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HandshakeResult",
+    "aio",
     "client_handshake",
     "kernel_available",
     "select_backend",
