@@ -42,6 +42,53 @@ Extensions (documented deviations from contracts §4):
   ``peer_transport_params`` (decoded, or None), ``rtt`` / ``cc`` (cong.py).
 * ``send_stream`` also accepts ``MSG_MORE`` in ``flags`` (cork, as the kernel).
 * ``migrate(local, now=None)`` and ``set_connection_id`` need ESTABLISHED.
+* ``datagrams_to_send_from(now) -> [(bytes, dest addr, source addr)]``: the
+  same datagrams with the local address each must leave from.  Calling it
+  (instead of ``datagrams_to_send``) switches the connection to per-datagram
+  addressing (``per_path_io``): ``migrate`` then probes the new local address
+  (PATH_CHALLENGE from it, with an unused peer connection ID, EAGAIN if there
+  is none) and only moves ``local_addr`` once PATH_RESPONSE arrives; path
+  probes are answered from the address they came to; a server moves to its
+  preferred address when the client sends non-probing packets there.
+* ``early_data_rejected() -> int``: client; the TLS layer saw 0-RTT refused:
+  unacknowledged 0-RTT packets are declared lost now and their stream data
+  is resent in 1-RTT packets (otherwise loss detection recovers it later).
+* ``static_key`` (32 bytes): seals NEW_TOKEN / Retry tokens and derives the
+  stateless reset tokens of our connection IDs; ``inherit`` copies the
+  listener's, so ``pyquic.engine.endpoint.stateless_response(datagram,
+  remote, local, now, listener)`` recognises them for datagrams that match
+  no connection (Retry, Version Negotiation, Stateless Reset).
+* ``retry_scid``, ``token_validated``, ``original_version``, ``plaintext_1rtt``.
+
+Address validation (RFC 9000 §8.1): the endpoint helper sends Retry when the
+listener has ``validate_peer_address``; ``accept`` opens the token of the
+client's Initial (a Retry token restores the original DCID for the
+transport parameters and makes the Retry's SCID ours; a valid NEW_TOKEN or
+Retry token lifts the anti-amplification limit).  The client follows one
+Retry (integrity tag checked, v1 and v2), restarts its Initial with the
+token under keys from the new DCID, and checks original/retry source CIDs
+(§7.3).  NEW_TOKEN carries a sealed token bound to the client's host.
+
+Versions: CONFIG.version picks the client's first version; both sides send
+version_information (RFC 9368).  A server whose CONFIG.version is another
+compatible version the client offers upgrades to it when it gets the
+client's parameters before handing out its own (FakeHandshake / libquic
+order); the client follows an Initial of an offered version once it
+decrypts.  A client drops the attempt with EPROTONOSUPPORT on a Version
+Negotiation with no common version, or restarts its Initial in a common one
+(downgrade checked against the server's version_information).
+
+Other: grease_quic_bit (RFC 9287) both ways; DPLPMTUD with PING+PADDING
+probes (binary search between the current size and the peers' max UDP
+payload, 3 tries per size, lost probes no congestion signal, new search
+after 30 probe intervals) when plpmtud_probe_interval is set; persistent
+congestion (RFC 9002 §7.6); disable_1rtt_encryption as the kernel does it
+(both sides set it: 1-RTT packets in clear, no header protection); peer
+address changes: new path amplification limited until validated, congestion
+state kept on a NAT rebinding (same host), reset otherwise, fresh peer CID
+when the peer moved to a new CID, back to the old path if the new one fails
+validation; the client moves to the server's
+preferred_address after confirmation (probe, then switch).
 
 Behaviour notes: the default datagram size is 1452 bytes (``path.DEFAULT_PMTU``;
 the kernel uses the route MTU), which makes the kernel's datagram limit hold
@@ -56,18 +103,17 @@ receive secret after the client's Finished (as libquic does): it then
 confirms the handshake, stops sending Handshake packets and sends NEW_TOKEN
 and HANDSHAKE_DONE.
 
-Not implemented yet (hooks exist): Retry and address-validation tokens
-(``validate_peer_address``; NEW_TOKEN carries random bytes), version
-negotiation / compatible version upgrade, using a peer's preferred_address,
-PLPMTUD, ECN, persistent congestion (RFC 9002 §7.6), sending stateless
-resets, 0-RTT rejection handling, ``disable_1rtt_encryption``, and sending a
-probe from a new local address while the old path stays active.
+Not implemented: ECN; retransmitting 0-RTT in the original
+version after a compatible upgrade; a ClientHello regenerated after Version
+Negotiation (the first one's version_information names the old version, so
+an RFC 9368 server refuses it).
 """
 
 from __future__ import annotations
 
 import errno
 import hmac
+import ipaddress
 import os
 from collections.abc import Callable
 from enum import IntEnum
@@ -79,6 +125,7 @@ from . import frame as fr
 from .cong import Pacer, RttEstimator, new_congestion_control
 from .connid import DestConnIdSet, SourceConnIdSet
 from .crypto import PacketKey, hash_for_cipher, initial_keys
+from .endpoint import TOKEN_NEW, TOKEN_RETRY, make_token, open_token, reset_token
 from .errors import (
     CONNECTION_REFUSED,
     CRYPTO_BUFFER_EXCEEDED,
@@ -87,26 +134,33 @@ from .errors import (
     NO_ERROR,
     PROTOCOL_VIOLATION,
     TRANSPORT_PARAMETER_ERROR,
+    VERSION_NEGOTIATION_ERROR,
     CryptoError,
     QuicError,
 )
 from .inqueue import MSG_EOR, MSG_QUIC_NOTIFICATION, InQueue, RecvItem
-from .outqueue import APP, HANDSHAKE, INITIAL, REC_CTRL, REC_STREAM, OutQueue
+from .outqueue import APP, HANDSHAKE, INITIAL, REC_CTRL, REC_PING, REC_STREAM, OutQueue
 from .packet import (
+    SUPPORTED_VERSIONS,
     PacketError,
     PacketType,
     decode_packet_number,
     decrypt_payload,
+    encode_short_header,
     parse_header,
+    protect,
     remove_header_protection,
+    verify_retry,
 )
-from .path import Addr, AltState, PathGroup
+from .path import Addr, AltState, Path, PathGroup
 from .pnspace import PnSpace, SentPacket
 from .stream import QuicStreamTable
 from .timer import TimerKind, Timers
-from .transport_param import TransportParameters
+from .transport_param import PreferredAddress, TransportParameters, VersionInformation
 
 __all__ = ["ConnState", "QuicConnection", "RecvItem"]
+
+REC_PMTU = REC_PING  # a PMTU probe carries only PING + PADDING
 
 MSG_MORE = 0x8000
 MSG_DONTWAIT = 0x40
@@ -151,6 +205,8 @@ SNDBUF_MIN = 64 * 1024
 BACKLOG_MAX = 128
 TICKET_KEY_LEN = 64
 
+_PROBING_FRAMES = frozenset((fr.PaddingFrame, fr.PathChallengeFrame, fr.PathResponseFrame,
+                             fr.NewConnectionIdFrame))
 _LEVEL_SPACE = {CryptoLevel.INITIAL: INITIAL, CryptoLevel.HANDSHAKE: HANDSHAKE,
                 CryptoLevel.APP: APP, CryptoLevel.EARLY: APP}
 _SPACE_LEVEL = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
@@ -278,7 +334,10 @@ class QuicConnection:
         self.cc = new_congestion_control(self.cong_algo, self.paths.max_datagram_size())
         self.pacer = Pacer(self.paths.max_datagram_size())
         self.pto_count = 0
-        self.source = SourceConnIdSet(random, CID_LEN)
+        # static secret: address-validation tokens and stateless reset tokens
+        # (endpoint.py); a listener's is inherited by its accepted connections
+        self.static_key = random(32)
+        self.source = SourceConnIdSet(random, CID_LEN, token_for=self._reset_token_for)
         self.dest = DestConnIdSet(DEF_ACTIVE_CID_LIMIT)
         self.scid = b""
         self.dcid = b""
@@ -298,6 +357,36 @@ class QuicConnection:
         self.local_ack_delay_exponent = DEF_ACK_DELAY_EXPONENT
         self._ticket_secret = random(32)
         self._migration_local = -1  # pending migration: 1 local, 0 peer
+        # address validation and version negotiation state
+        self.retry_scid: bytes | None = None  # SCID of the Retry (both sides)
+        self._initial_dcid = b""  # DCID the Initial keys derive from
+        self._vn_done = False  # client reacted to a Version Negotiation
+        self.original_version = 0  # version of the client's first Initial
+        self._old_initial: tuple[int, PacketKey] | None = None  # server after upgrade
+        self.token_validated = False  # server: the client's token proved its address
+        self._grease_pool = 0
+        # DPLPMTUD (RFC 8899, RFC 9000 §14.3): search between the confirmed
+        # size and the largest the peer and we accept
+        self._pmtu_low = 0
+        self._pmtu_high = 0
+        self._pmtu_probe_size = 0  # size of the probe in flight, 0 if none
+        self._pmtu_fails = 0
+        self._pmtu_pending = False  # a probe should go out now
+        self._pmtu_retry_size = 0
+        # migration with per-datagram addresses (datagrams_to_send_from)
+        self.per_path_io = False
+        self._rx_addr: tuple[Addr, Addr] = (None, None)
+        self._rx_nonprobing = False
+        self._peer_last_dcid = b""  # DCID of the peer's last non-probing packet
+        self._path_kind = ""  # probe on path 1: "local", "preferred"
+        self._path_responses: list[tuple[bytes, Addr, Addr]] = []
+        self._probe_out: list[tuple[bytes, Addr, Addr]] = []
+        self._pref_cid: Any = None  # server: the ConnectionId of preferred_address
+        self.plaintext_1rtt = False  # disable_1rtt_encryption negotiated
+        self._pref_local: Addr = None  # server: our preferred address
+        self._tp_given = False  # our transport parameters were handed out
+        self._fallback: tuple[Addr, Addr] | None = None
+        self._early_pns: set[int] = set()  # 0-RTT packets sent (client)
 
     # ================================================================ helpers
     @property
@@ -329,7 +418,18 @@ class QuicConnection:
         self.timers.set(TimerKind.PACE, when)
 
     def has_stream_data(self) -> bool:
-        return bool(self.streams._pending_send)
+        return self.streams.has_sendable()
+
+    def fixed_bit(self) -> int:
+        """The QUIC bit for our next packet: random once the peer advertised
+        grease_quic_bit (RFC 9287 §3), else 1."""
+        if not self.remote_tp["grease_quic_bit"]:
+            return 1
+        pool = self._grease_pool
+        if pool <= 1:
+            pool = int.from_bytes(self._random(8), "big") | (1 << 64)
+        self._grease_pool = pool >> 1
+        return pool & 1
 
     def _event(self, ev: Any) -> None:
         self.inq.push_event(int(ev.TYPE), ev.pack())
@@ -363,6 +463,7 @@ class QuicConnection:
         self.inq.events = listener.inq.events
         self.ticket = listener.ticket
         self._ticket_secret = listener._ticket_secret
+        self.static_key = listener.static_key
 
     def connect(self, remote: Addr, local: Addr, now: float) -> None:
         """Client: pick connection IDs, install the Initial keys (socket.c quic_connect)."""
@@ -378,6 +479,7 @@ class QuicConnection:
         self.source.add(self.scid, 0)
         if self.cfg_version:
             self.version = self.cfg_version
+        self.original_version = self.version
         self._install_initial(self.orig_dcid)
         self.initial_token = self.token
         self.state = ConnState.ESTABLISHING
@@ -395,9 +497,21 @@ class QuicConnection:
             raise _oserr(errno.EINVAL, "not a QUIC Initial")
         self._now = now
         self.paths.set_addresses(0, local, remote)
-        self.version = hdr.version
+        self.version = self.original_version = hdr.version
         self.orig_dcid = hdr.dcid
-        self.scid = self._random(CID_LEN)
+        if hdr.token:
+            # RFC 9000 §8.1.3: a valid token validates the address; an
+            # invalid one is ignored (the endpoint helper sends Retry first)
+            opened = open_token(self.static_key, hdr.token, remote, now)
+            if opened is not None:
+                kind, odcid = opened
+                if kind == TOKEN_RETRY:
+                    self.orig_dcid = odcid
+                    self.retry_scid = hdr.dcid
+                self.token_validated = True
+                self.paths.validate()
+        # after a Retry the client already uses the Retry's SCID: keep it
+        self.scid = hdr.dcid if self.retry_scid else self._random(CID_LEN)
         self.source.add(self.scid, 0)
         self.dcid = hdr.scid
         self.dest.add(self.dcid, 0)
@@ -408,6 +522,7 @@ class QuicConnection:
         self.receive_datagram(datagram, remote, local, now)
 
     def _install_initial(self, dcid: bytes) -> None:
+        self._initial_dcid = dcid
         send, recv = initial_keys(self.version, dcid, self.is_client)
         self._send_keys[INITIAL] = send
         self._recv_keys[INITIAL] = recv
@@ -488,10 +603,16 @@ class QuicConnection:
             self._drop_space(HANDSHAKE, keep_recv=True)
             self.outq.push_ctrl(APP, fr.NewTokenFrame(self._new_token()))
             self.outq.push_ctrl(APP, fr.HandshakeDoneFrame())
+            self._pmtu_start(self._now)
         self._issue_cids()
 
     def _new_token(self) -> bytes:
-        return self._random(16)
+        """A NEW_TOKEN token bound to the client's address (endpoint.py)."""
+        return make_token(self.static_key, TOKEN_NEW, self.paths.remote, self._now,
+                          random=self._random)
+
+    def _reset_token_for(self, cid: bytes) -> bytes:
+        return reset_token(self.static_key, cid)
 
     def _issue_cids(self) -> None:
         for c in self.source.issue():
@@ -539,15 +660,60 @@ class QuicConnection:
             max_datagram_frame_size=tp["max_datagram_frame_size"],
             grease_quic_bit=bool(tp["grease_quic_bit"]),
             disable_1rtt_encryption=bool(tp["disable_1rtt_encryption"]),
+            version_information=VersionInformation(
+                self.version, [self.version] + [v for v in SUPPORTED_VERSIONS
+                                                if v != self.version]),
         )
         if not self.is_client:
             p.original_destination_connection_id = self.orig_dcid
+            p.retry_source_connection_id = self.retry_scid
+            if self.paths.pref_addr:
+                p.preferred_address = self._preferred_address_param()
             if tp["stateless_reset"]:
                 p.stateless_reset_token = self.source.active.token or None
         data = p.encode()
         if len(data) > TP_EXT_MAX_LEN:
             raise _oserr(errno.EINVAL)
+        self._tp_given = True
         return data
+
+    def _preferred_address_param(self) -> PreferredAddress | None:
+        """Our preferred_address (RFC 9000 §9.6, §18.2) with connection ID seq 1."""
+        addr = self.paths.paths[1].local
+        if not isinstance(addr, tuple) or len(addr) < 2:
+            return None
+        try:
+            ip = ipaddress.ip_address(addr[0])
+        except ValueError:
+            return None
+        if self._pref_cid is None:
+            self._pref_cid = self.source.add(self._random(CID_LEN), 1)
+        c = self._pref_cid
+        v4 = ip.packed if ip.version == 4 else bytes(4)
+        v6 = ip.packed if ip.version == 6 else bytes(16)
+        return PreferredAddress(v4, addr[1] if ip.version == 4 else 0, v6,
+                                addr[1] if ip.version == 6 else 0, c.cid, c.token)
+
+    def _use_preferred_address(self, now: float) -> None:
+        """Client: probe the server's preferred address after confirmation
+        and move there once validated (RFC 9000 §9.6.1)."""
+        p = self.peer_transport_params
+        pa = p.preferred_address if p is not None else None
+        remote = self.paths.remote
+        if pa is None or not isinstance(remote, tuple) or self.paths.challenge is not None:
+            return
+        if len(remote) == 2 and pa.ipv4_port and any(pa.ipv4_address):
+            target: Addr = (str(ipaddress.IPv4Address(pa.ipv4_address)), pa.ipv4_port)
+        elif len(remote) == 4 and pa.ipv6_port and any(pa.ipv6_address):
+            target = (str(ipaddress.IPv6Address(pa.ipv6_address)), pa.ipv6_port, 0, 0)
+        else:
+            return
+        if target == remote:
+            return
+        if self.dest.find(1) is None:
+            self.dest.add(pa.connection_id, 1, pa.stateless_reset_token)
+        self.dest.alt = self.dest.find(1)
+        self._start_path_probe(self.paths.local, target, now, "preferred")
 
     def set_transport_param_ext(self, data: bytes) -> None:
         """Decode, validate and apply the peer's transport parameters."""
@@ -556,6 +722,7 @@ class QuicConnection:
         try:
             p = TransportParameters.decode(bytes(data), self.is_client)
             self._check_peer_cids(p)
+            self._negotiate_version(p)
         except QuicError as e:
             self._close_transport(e.error_code or TRANSPORT_PARAMETER_ERROR, 0, e.reason)
             raise _oserr(errno.EINVAL, e.reason) from None
@@ -572,8 +739,52 @@ class QuicConnection:
         if self.is_client:
             if p.original_destination_connection_id != self.orig_dcid:
                 raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "original_dcid mismatch")
-            if p.retry_source_connection_id is not None:
-                raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "unexpected retry_source_cid")
+            # RFC 9000 §7.3: retry_source_connection_id iff we processed a Retry
+            if p.retry_source_connection_id != self.retry_scid:
+                raise QuicError(TRANSPORT_PARAMETER_ERROR, None, "retry_source_cid mismatch")
+
+    def _negotiate_version(self, p: TransportParameters) -> None:
+        """Compatible version negotiation (RFC 9368 §4, kernel select_version)."""
+        info = p.version_information
+        if not self.is_client:
+            if info is None:
+                return
+            # §4: the client's Chosen Version must be the one it used
+            if info.chosen_version != self.version:
+                raise QuicError(VERSION_NEGOTIATION_ERROR, None, "chosen version mismatch")
+            pref = self.cfg_version
+            # only before our parameters (whose Chosen Version is the version
+            # in use) were handed out: libquic's order; otherwise stay put
+            if pref and pref != self.version and pref in SUPPORTED_VERSIONS and \
+                    pref in info.available_versions and not self._tp_given:
+                self._change_version(pref)
+            return
+        if info is None:
+            if self._vn_done:  # §4: downgrade protection needs the information
+                raise QuicError(VERSION_NEGOTIATION_ERROR, None, "no version_information")
+            return
+        if info.chosen_version != self.version:
+            raise QuicError(VERSION_NEGOTIATION_ERROR, None, "server chosen version mismatch")
+        if self._vn_done:
+            # §4: after a VN, the client would have picked the same version
+            common = [v for v in info.available_versions if v in SUPPORTED_VERSIONS]
+            if not common or self._pick_version(common) != info.chosen_version:
+                raise QuicError(VERSION_NEGOTIATION_ERROR, None, "version downgrade")
+
+    def _pick_version(self, offered: list[int]) -> int:
+        """Our choice among ``offered``: the configured one, else the highest."""
+        if self.cfg_version in offered and self.cfg_version in SUPPORTED_VERSIONS:
+            return self.cfg_version
+        return max(v for v in offered if v in SUPPORTED_VERSIONS)
+
+    def _change_version(self, version: int) -> None:
+        """Switch to a compatible version: new Initial keys from the same DCID."""
+        old = self._recv_keys[INITIAL]
+        if old is not None and not self.is_client:
+            # the client keeps sending the original version until it sees ours
+            self._old_initial = (self.version, old)
+        self.version = version
+        self._install_initial(self._initial_dcid)
 
     def _apply_peer_params(self, p: TransportParameters) -> None:
         r = self.remote_tp
@@ -593,6 +804,9 @@ class QuicConnection:
         r["grease_quic_bit"] = int(p.grease_quic_bit)
         r["disable_1rtt_encryption"] = int(p.disable_1rtt_encryption)
         r["stateless_reset"] = int(p.stateless_reset_token is not None)
+        # kernel (inqueue.c): both sides asked for it -> cleartext 1-RTT packets
+        self.plaintext_1rtt = bool(self.local_tp["disable_1rtt_encryption"]
+                                   and p.disable_1rtt_encryption)
         self._apply_remote_tp()
         if p.stateless_reset_token is not None and self.is_client:
             self.dest.set_token(0, p.stateless_reset_token)
@@ -639,9 +853,13 @@ class QuicConnection:
         dcid_len = len(self.scid) or CID_LEN
         processed = False
         short_ok = False
+        self._rx_addr = (remote, local)
+        self._rx_nonprobing = False
+        short_dcid = b""
+        grease = bool(self.local_tp["grease_quic_bit"])  # RFC 9287 §3
         while off < n:
             try:
-                hdr = parse_header(data, off, dcid_len)
+                hdr = parse_header(data, off, dcid_len, allow_zero_fixed_bit=grease)
             except PacketError:
                 break
             end = hdr.packet_end
@@ -652,6 +870,7 @@ class QuicConnection:
                     processed = True
                     if not hdr.is_long:
                         short_ok = True
+                        short_dcid = hdr.dcid
             except QuicError as e:
                 self._close_transport(e.error_code, e.frame_type or 0, e.reason)
                 return
@@ -667,9 +886,16 @@ class QuicConnection:
                 self.dest.is_stateless_reset(bytes(data[-16:])):
             self._on_stateless_reset(now)  # RFC 9000 §10.3.1
             return
-        if short_ok and self.state == ConnState.ESTABLISHED and remote is not None and \
-                self.paths.remote is not None and remote != self.paths.remote:
-            self._on_peer_migration(remote, local, now)
+        if short_ok and self._rx_nonprobing:
+            # a change of our own address only counts on a server whose
+            # client moved to its preferred address (RFC 9000 §9.6.3)
+            if self.state == ConnState.ESTABLISHED and remote is not None and \
+                    self.paths.remote is not None and (
+                        remote != self.paths.remote or (
+                            self.per_path_io and local is not None and not self.is_client
+                            and local != self.paths.local and local == self._pref_local)):
+                self._on_peer_migration(remote, local, now, n, short_dcid)
+            self._peer_last_dcid = short_dcid
         if processed:
             self._last_activity = now
             self._eliciting_since_recv = False
@@ -682,11 +908,29 @@ class QuicConnection:
                         now: float) -> bool:
         ptype = hdr.packet_type
         if ptype not in _PTYPE_SPACE:
-            return False  # Retry / Version Negotiation: not supported yet
-        if hdr.is_long and hdr.version != self.version:
+            if self.is_client and ptype == PacketType.RETRY:
+                self._on_retry(data, hdr, now)
+            elif self.is_client and ptype == PacketType.VERSION_NEGOTIATION:
+                self._on_version_negotiation(hdr, now)
             return False
+        key = None
+        upgrade = 0
+        if hdr.is_long and hdr.version != self.version:
+            old = self._old_initial
+            if old is not None and ptype == PacketType.INITIAL and hdr.version == old[0]:
+                key = old[1]  # server: the client's Initial in the original version
+            elif self.is_client and ptype == PacketType.INITIAL and \
+                    self.peer_initial_scid is None and hdr.version in SUPPORTED_VERSIONS:
+                # RFC 9368 §2.3: the server upgraded compatibly; follow it
+                # once a packet of the new version authenticates
+                key = initial_keys(hdr.version, self._initial_dcid, True)[1]
+                upgrade = hdr.version
+            else:
+                return False
         space = _PTYPE_SPACE[ptype]
-        if ptype == PacketType.ZERO_RTT:
+        if key is not None:
+            pass
+        elif ptype == PacketType.ZERO_RTT:
             key = self._early_recv
         else:
             key = self._recv_keys[space]
@@ -698,6 +942,8 @@ class QuicConnection:
         if self.source.lookup(hdr.dcid) is None and hdr.dcid != self.orig_dcid:
             return False
         pns = self.spaces[space]
+        if ptype == PacketType.ONE_RTT and self.plaintext_1rtt:
+            return self._receive_plaintext(data, hdr, pns, now)
         try:
             um = remove_header_protection(key, data, hdr)
         except PacketError:
@@ -716,6 +962,8 @@ class QuicConnection:
             return False
         if pns.is_duplicate(pn):
             return False
+        if upgrade:
+            self._change_version(upgrade)
         if phase_change:
             self._on_peer_key_phase(pn)
         elif ptype == PacketType.ONE_RTT and self._key_phase_start_pn < 0:
@@ -734,6 +982,25 @@ class QuicConnection:
                 self._drop_space(INITIAL)
         frames = fr.parse_frames(payload, int(ptype))
         eliciting = self._process_frames(space, frames, now, ptype)
+        if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+            return True
+        pns.on_packet_received(pn, now, eliciting)
+        return True
+
+    def _receive_plaintext(self, data: bytes, hdr: Any, pns: PnSpace, now: float) -> bool:
+        """A cleartext 1-RTT packet (disable_1rtt_encryption negotiated, as the
+        kernel does it: no header protection, no AEAD)."""
+        off = hdr.pn_offset
+        pn_len = (data[hdr.offset] & 0x03) + 1
+        end = hdr.packet_end
+        if off + pn_len >= end:
+            return False
+        pn = decode_packet_number(int.from_bytes(data[off:off + pn_len], "big"), pn_len,
+                                  pns.largest_received)
+        if pns.is_duplicate(pn):
+            return False
+        frames = fr.parse_frames(bytes(data[off + pn_len:end]), int(PacketType.ONE_RTT))
+        eliciting = self._process_frames(APP, frames, now, PacketType.ONE_RTT)
         if self.state in (ConnState.CLOSED, ConnState.DRAINING):
             return True
         pns.on_packet_received(pn, now, eliciting)
@@ -765,6 +1032,8 @@ class QuicConnection:
         eliciting = False
         for f in frames:
             t = type(f)
+            if t not in _PROBING_FRAMES:
+                self._rx_nonprobing = True  # RFC 9000 §9.1
             if t is fr.StreamFrame:
                 eliciting = True
                 self._on_stream_frame(f, ptype)
@@ -874,10 +1143,24 @@ class QuicConnection:
                 self._event(abi.ConnectionIdEvent(0, self.source.active_seq,
                                                   self.source.first_number))
         elif t is fr.PathChallengeFrame:
-            self.outq.push_ctrl(APP, fr.PathResponseFrame(f.data))
+            remote, local = self._rx_addr
+            if remote is None or (remote == self.paths.remote and
+                                  (local is None or local == self.paths.local)):
+                self.outq.push_ctrl(APP, fr.PathResponseFrame(f.data))
+            elif len(self._path_responses) < 8:
+                # RFC 9000 §8.2.2: answer on the path the challenge came on
+                self._path_responses.append((f.data, remote, local))
         elif t is fr.PathResponseFrame:
-            if self.paths.on_response(f.data) >= 0:
+            idx = self.paths.on_response(f.data)
+            if idx == 1:
+                self._complete_path_switch(now)
+            elif idx == 0:
+                self.paths.validate()  # RFC 9000 §8.2.3 / §9.3
                 self.timers.stop(TimerKind.PATH)
+                self.paths.alt_state = AltState.NONE
+                if self._migration_local >= 0:
+                    self._event(abi.ConnectionMigrationEvent(bool(self._migration_local)))
+                    self._migration_local = -1
                 self.paths.alt_state = AltState.NONE
                 if self._migration_local >= 0:
                     self._event(abi.ConnectionMigrationEvent(bool(self._migration_local)))
@@ -893,10 +1176,78 @@ class QuicConnection:
             if not self.handshake_confirmed:
                 self.handshake_confirmed = True  # RFC 9001 §4.1.2
                 self._drop_space(HANDSHAKE)
+                self._pmtu_start(now)
+                self._use_preferred_address(now)
         elif t is fr.DatagramFrame:
             if not self.local_tp["max_datagram_frame_size"]:
                 raise QuicError(PROTOCOL_VIOLATION, f.type, "DATAGRAM not negotiated")
             self.inq.push_datagram(f.data)
+
+    def _first_flight_only(self) -> bool:
+        """Client still waits for the server's first packet (Retry / VN allowed)."""
+        return (self.state == ConnState.ESTABLISHING and self.peer_initial_scid is None
+                and self.retry_scid is None and not self._vn_done
+                and self._recv_keys[HANDSHAKE] is None)
+
+    def _on_retry(self, data: bytes, hdr: Any, now: float) -> None:
+        """Client: a Retry (RFC 9000 §17.2.5.2): restart with its token and SCID."""
+        if not self._first_flight_only() or hdr.version != self.version:
+            return
+        if hdr.scid == self.dcid or not hdr.token:
+            return  # §17.2.5.2: discard
+        if not verify_retry(self.version, self.orig_dcid, data, hdr):
+            return
+        self.retry_scid = hdr.scid
+        self.initial_token = hdr.token
+        self._switch_initial_dcid(hdr.scid)
+        self._restart_first_flight()
+
+    def _on_version_negotiation(self, hdr: Any, now: float) -> None:
+        """Client: a Version Negotiation packet (RFC 9000 §6.2, RFC 9368 §2.1)."""
+        if not self._first_flight_only():
+            return
+        if hdr.dcid != self.scid or hdr.scid != self.dcid:
+            return  # not an answer to our Initial
+        offered = hdr.supported_versions
+        if self.version in offered:
+            return  # §6.2: a VN listing our version is discarded
+        common = [v for v in offered if v in SUPPORTED_VERSIONS]
+        if not common:
+            # no version in common: the connection attempt fails
+            self._event(abi.ConnectionCloseEvent(VERSION_NEGOTIATION_ERROR, 0, b""))
+            self.error = errno.EPROTONOSUPPORT
+            self.state = ConnState.CLOSED
+            self.timers.stop_all()
+            return
+        self._vn_done = True
+        self.version = self._pick_version(common)
+        self._install_initial(self._initial_dcid)
+        self._restart_first_flight()
+
+    def _switch_initial_dcid(self, dcid: bytes) -> None:
+        self.dcid = dcid
+        self.dest = DestConnIdSet(self.local_tp["active_connection_id_limit"])
+        self.dest.add(dcid, 0)
+        self._install_initial(dcid)
+
+    def _restart_first_flight(self) -> None:
+        """Resend the Initial CRYPTO data (and 0-RTT data) under the new keys;
+        packet numbers keep increasing (RFC 9000 §17.2.5.3)."""
+        for space in (INITIAL, APP):
+            pns = self.spaces[space]
+            packets = list(pns.sent.values())
+            pns.sent.clear()
+            pns.bytes_in_flight = 0
+            pns.eliciting_in_flight = 0
+            pns.loss_time = None
+            pns.last_ack_eliciting_time = None
+            for p in packets:
+                if p.in_flight:
+                    self.cc.on_packet_discarded(p.size)
+                if p.frames:
+                    self.outq.on_lost(self, p, space)
+        self.pto_count = 0
+        self._set_loss_timer()
 
     def _on_stateless_reset(self, now: float) -> None:
         self._event(abi.ConnectionCloseEvent(0, 0, b""))
@@ -904,13 +1255,140 @@ class QuicConnection:
         self.state = ConnState.CLOSED
         self.timers.stop_all()
 
-    def _on_peer_migration(self, remote: Addr, local: Addr, now: float) -> None:
-        """The peer moved (RFC 9000 §9.3): use its new address and validate it."""
-        self.paths.set_addresses(0, local if local is not None else self.paths.local, remote)
-        data = self.paths.start_challenge(0, now, 3 * self.rtt.pto())
+    def _on_peer_migration(self, remote: Addr, local: Addr, now: float, nbytes: int,
+                           dcid: bytes) -> None:
+        """A non-probing packet came on a new path (RFC 9000 §9.3): switch to
+        it and validate the peer's new address; until then the new path is
+        amplification limited (§8.1, §9.3.1)."""
+        paths = self.paths
+        old_local, old_remote = paths.local, paths.remote
+        local = local if local is not None else old_local
+        if remote == old_remote:
+            # only our local address changed (the client moved to our
+            # preferred address): the peer's address is already validated
+            paths.set_addresses(0, local, remote)
+            return
+        nat = _same_host(remote, old_remote)  # NAT rebinding: only the port changed
+        if paths.validated:
+            self._fallback = (old_local, old_remote)  # §9.3.2: last validated path
+        paths.set_addresses(0, local, remote)
+        paths.validated = False
+        paths.ampl_received = nbytes
+        paths.ampl_sent = 0
+        if not nat:
+            self._reset_path_state()  # RFC 9000 §9.4
+        # §9.5: a peer that moved to a new CID gets a new CID from us as well
+        last = self._peer_last_dcid or self.scid
+        if dcid and dcid != last and self.dest.select_alt():
+            alt = self.dest.alt
+            old = self.dest.active
+            if alt is not None and alt is not old:
+                self.dest.swap_active()
+                self.dcid = self.dest.active.cid
+                if self.dest.retire(old.seq):
+                    self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(old.seq))
+            self.dest.clear_alt()
+        data = paths.start_challenge(0, now, self._path_timeout())
         self._migration_local = 0
         self.outq.push_ctrl(APP, fr.PathChallengeFrame(data))
-        self.timers.set(TimerKind.PATH, now + 3 * self.rtt.pto())
+        self.timers.set(TimerKind.PATH, now + self._path_timeout())
+
+    def _path_timeout(self) -> float:
+        # RFC 9000 §8.2.4: at least 3 PTOs
+        return 3 * self.rtt.pto()
+
+    def _reset_path_state(self) -> None:
+        """New path: fresh congestion controller and RTT (RFC 9000 §9.4)."""
+        inflight = self.cc.bytes_in_flight
+        self.cc = new_congestion_control(self.cong_algo, self.paths.max_datagram_size())
+        self.cc.bytes_in_flight = inflight
+        mad = self.rtt.max_ack_delay
+        self.rtt = RttEstimator(self.initial_srtt / 1e6, mad)
+        self.pacer = Pacer(self.paths.max_datagram_size())
+
+    # ------------------------------------------------ probing a new path
+    def _start_path_probe(self, local: Addr, remote: Addr, now: float, kind: str) -> None:
+        """Validate path 1 (``local`` -> ``remote``) with PATH_CHALLENGE before
+        using it (RFC 9000 §8.2, §9.2)."""
+        paths = self.paths
+        paths.set_addresses(1, local, remote)
+        paths.alt_probes = 0
+        self._path_kind = kind
+        self._send_path_challenge(now)
+
+    def _send_path_challenge(self, now: float) -> None:
+        paths = self.paths
+        data = paths.start_challenge(1, now, self._path_timeout())
+        alt = self.dest.alt
+        dcid = alt.cid if alt is not None else self.dcid
+        p1 = paths.paths[1]
+        # §8.2.1: a datagram with PATH_CHALLENGE is expanded to 1200 bytes
+        probe = self._build_probe(now, dcid, fr.PathChallengeFrame(data).encode(), MIN_PMTU)
+        if probe is not None:
+            self._probe_out.append((probe, p1.remote, p1.local))
+        self.timers.set(TimerKind.PATH, now + self._path_timeout())
+
+    def _complete_path_switch(self, now: float) -> None:
+        """PATH_RESPONSE on path 1: move to it (client migration / preferred address)."""
+        paths = self.paths
+        self.timers.stop(TimerKind.PATH)
+        paths.alt_state = AltState.NONE
+        old_remote = paths.remote
+        paths.swap()
+        paths.paths[1] = Path()
+        paths.validate()
+        dest = self.dest
+        old = dest.active
+        if dest.alt is not None and dest.alt is not old:
+            dest.swap_active()
+            self.dcid = dest.active.cid
+            if dest.retire(old.seq):
+                self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(old.seq))
+        dest.clear_alt()
+        if not _same_host(paths.remote, old_remote):
+            self._reset_path_state()
+        kind, self._path_kind = self._path_kind, ""
+        self._event(abi.ConnectionMigrationEvent(kind == "local"))
+        self._migration_local = -1
+
+    def _path_timer(self, now: float) -> None:
+        paths = self.paths
+        if paths.challenge is None:
+            return
+        if paths.challenge_path == 1 and paths.alt_probes < 3:
+            self._send_path_challenge(now)  # another PATH_CHALLENGE (§8.2.1)
+            return
+        peer_failed = paths.challenge_path == 0 and self._migration_local == 0
+        paths.abandon_challenge()  # RFC 9000 §8.2.4
+        self.dest.clear_alt()
+        self._path_kind = ""
+        self._migration_local = -1
+        if peer_failed and self._fallback is not None:
+            # RFC 9000 §9.3.2: the new peer address did not validate: go back
+            # to the last validated one
+            paths.set_addresses(0, *self._fallback)
+            paths.validate()
+            self._fallback = None
+
+    def _build_probe(self, now: float, dcid: bytes, frames: bytes, size: int) -> bytes | None:
+        """A 1-RTT datagram with ``frames`` padded to ``size`` bytes (path
+        probes, PMTU probes); never retransmitted."""
+        key = self._send_keys[APP]
+        if key is None:
+            return None
+        pns = self.spaces[APP]
+        pn = pns.next_pn
+        header = encode_short_header(dcid, pn, 4, key_phase=self.key_phase,
+                                     fixed_bit=self.fixed_bit())
+        if self.plaintext_1rtt:
+            plen = max(len(frames), size - len(header))
+            data = header + frames + bytes(plen - len(frames))
+        else:
+            plen = max(len(frames), size - len(header) - key.tag_len, 4)
+            data = protect(key, header, frames + bytes(plen - len(frames)), pn)
+        pns.next_pn = pn + 1
+        self._on_packet_sent(APP, SentPacket(pn, now, len(data), True, True, [(REC_PMTU,)]))
+        return data
 
     def _on_close_frame(self, f: fr.ConnectionCloseFrame, now: float) -> None:
         """Peer closed: enter draining (RFC 9000 §10.2.2)."""
@@ -943,6 +1421,8 @@ class QuicConnection:
         cc = self.cc
         outq = self.outq
         for p in acked:
+            if p.is_pmtu_probe:
+                self._pmtu_on_probe_acked(p.size, now)
             if p.in_flight:
                 cc.on_packet_acked(p.size, p.sent_time, now, rtt)
             if p.frames:
@@ -960,6 +1440,11 @@ class QuicConnection:
         lost_bytes = 0
         largest_time = 0.0
         for p in lost:
+            if p.is_pmtu_probe:
+                # RFC 9000 §14.4: a lost probe is no congestion signal
+                self.cc.on_packet_discarded(p.size)
+                self._pmtu_on_probe_lost(p.size, now)
+                continue
             if p.in_flight:
                 lost_bytes += p.size
                 largest_time = max(largest_time, p.sent_time)
@@ -967,6 +1452,106 @@ class QuicConnection:
                 self.outq.on_lost(self, p, space)
         if lost_bytes:
             self.cc.on_packets_lost(lost_bytes, largest_time, now)
+            self._check_persistent_congestion(lost, now)
+
+    # ------------------------------------------------------------- DPLPMTUD
+    PMTU_STEP = 32  # search granularity in bytes
+    PMTU_MAX_PROBES = 3  # RFC 8899 MAX_PROBES
+
+    def _pmtu_start(self, now: float) -> None:
+        """Begin (or restart) the search when plpmtud_probe_interval is set."""
+        if not self.plpmtud_interval or self.state != ConnState.ESTABLISHED:
+            return
+        paths = self.paths
+        high = min(self.remote_tp["max_udp_payload_size"] or MAX_UDP_PAYLOAD,
+                   self.local_tp["max_udp_payload_size"], MAX_UDP_PAYLOAD)
+        self._pmtu_low = max(paths.mtu, MIN_PMTU)
+        self._pmtu_high = high
+        self._pmtu_fails = 0
+        self._pmtu_probe_size = 0
+        self._pmtu_pending = high - self._pmtu_low >= self.PMTU_STEP
+        self.timers.stop(TimerKind.PMTU)
+
+    def _pmtu_next(self, now: float) -> None:
+        if self._pmtu_high - self._pmtu_low >= self.PMTU_STEP:
+            self._pmtu_pending = True
+        else:
+            # search done: raise again much later (kernel PMTUD_RAISE_TIMER_FACTOR)
+            self._pmtu_pending = False
+            self.timers.set(TimerKind.PMTU, now + self.plpmtud_interval / 1e6
+                            * PMTUD_RAISE_TIMER_FACTOR)
+
+    def _pmtu_on_probe_acked(self, size: int, now: float) -> None:
+        if size != self._pmtu_probe_size:
+            return
+        self._pmtu_probe_size = 0
+        self._pmtu_fails = 0
+        self._pmtu_low = size
+        self.paths.mtu = size  # RFC 8899 §5.2: the probed size is confirmed
+        mds = self.paths.max_datagram_size()
+        self.cc.max_datagram_size = mds
+        self.pacer.max_datagram_size = mds
+        self._pmtu_next(now)
+
+    def _pmtu_on_probe_lost(self, size: int, now: float) -> None:
+        if size != self._pmtu_probe_size:
+            return
+        self._pmtu_probe_size = 0
+        self._pmtu_fails += 1
+        if self._pmtu_fails >= self.PMTU_MAX_PROBES:
+            self._pmtu_high = size - 1  # this size does not get through
+            self._pmtu_fails = 0
+            self._pmtu_next(now)
+            return
+        # retry the same size after the probe interval
+        self._pmtu_pending = False
+        self._pmtu_retry_size = size
+        self.timers.set(TimerKind.PMTU, now + min(self.plpmtud_interval / 1e6,
+                                                   max(self.rtt.pto(), 0.05)))
+
+    def _build_pmtu_probe(self, now: float) -> bytes | None:
+        """A PING + PADDING 1-RTT datagram of the next size to try."""
+        key = self._send_keys[APP]
+        if key is None or self._pmtu_probe_size or not self.dcid:
+            return None
+        lo, hi = self._pmtu_low, self._pmtu_high
+        size = self._pmtu_retry_size or (lo + hi + 1) // 2
+        self._pmtu_retry_size = 0
+        size = max(lo + 1, min(size, hi))
+        pns = self.spaces[APP]
+        data = self._build_probe(now, self.dcid, b"\x01", size)
+        if data is None:
+            return None
+        pns.sent[pns.next_pn - 1].is_pmtu_probe = True
+        self.paths.on_sent(len(data))
+        self._pmtu_probe_size = len(data)
+        self._pmtu_pending = False
+        return data
+
+    def _check_persistent_congestion(self, lost: list[SentPacket], now: float) -> None:
+        """RFC 9002 §7.6: ack-eliciting losses spanning the persistent
+        congestion duration with no ACK between them collapse the window."""
+        rtt = self.rtt
+        if not rtt.has_sample:
+            return
+        first_sample = rtt.first_sample_time or 0.0
+        # §7.6.2: only packets sent after the first RTT sample; the run must be
+        # contiguous in packet numbers (nothing between them was acknowledged)
+        run = sorted((p for p in lost if p.ack_eliciting and not p.is_pmtu_probe
+                      and p.sent_time > first_sample), key=lambda p: p.pn)
+        if len(run) < 2:
+            return
+        lost_pns = {p.pn for p in lost}
+        start = run[0]
+        duration = rtt.persistent_congestion_duration()
+        prev = start.pn
+        for p in run[1:]:
+            if any(n not in lost_pns for n in range(prev + 1, p.pn)):
+                start = p
+            elif p.sent_time - start.sent_time > duration:
+                self.cc.on_persistent_congestion(now)
+                return
+            prev = p.pn
 
     # --------------------------------------------------- record callbacks
     def _stream_lost(self, rec: tuple[Any, ...]) -> None:
@@ -1010,6 +1595,18 @@ class QuicConnection:
     # ============================================================== sending
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         """Everything that may be sent now, as (datagram, destination address)."""
+        return [(d, r) for d, r, _l in self._collect(now)]
+
+    def datagrams_to_send_from(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
+        """Like ``datagrams_to_send`` with the source address of each datagram:
+        ``(datagram, destination, source)``.  A socket layer that sends each
+        datagram from its source address calls this instead; it enables
+        probing a new local address before migrating to it (RFC 9000 §9.2)
+        and answering path probes on the address they came to."""
+        self.per_path_io = True
+        return self._collect(now)
+
+    def _collect(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         self._now = now
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return []
@@ -1020,10 +1617,24 @@ class QuicConnection:
         dgrams = self.outq.build_datagrams(self, now)
         if self.state == ConnState.CLOSING and dgrams:
             self._close_sent_at = now
+        elif self._pmtu_pending and self.state == ConnState.ESTABLISHED:
+            probe = self._build_pmtu_probe(now)
+            if probe is not None:
+                dgrams.append(probe)
+        remote, local = self.paths.remote, self.paths.local
+        out = [(d, remote, local) for d in dgrams]
+        if self.state == ConnState.ESTABLISHED:
+            for data, r, lo in self._path_responses:
+                resp = self._build_probe(now, self.dcid, fr.PathResponseFrame(data).encode(),
+                                         MIN_PMTU)
+                if resp is not None:
+                    out.append((resp, r, lo if lo is not None else local))
+            out.extend(self._probe_out)
+        self._path_responses.clear()
+        self._probe_out.clear()
         self._set_loss_timer()
         self._set_ack_timer()
-        remote = self.paths.remote
-        return [(d, remote) for d in dgrams]
+        return out
 
     def _queue_path_responses(self) -> None:
         pend = self.paths.pending_responses
@@ -1035,6 +1646,8 @@ class QuicConnection:
     def _on_packet_sent(self, space: int, p: SentPacket) -> None:
         pns = self.spaces[space]
         pns.on_packet_sent(p)
+        if space == APP and self.use_early:
+            self._early_pns.add(p.pn)
         if p.in_flight:
             self.cc.on_packet_sent(p.size, p.sent_time)
             self.pacer.on_packet_sent(p.size, p.sent_time)
@@ -1117,9 +1730,13 @@ class QuicConnection:
                     self.outq.push_ctrl(APP, fr.PingFrame())
                 if self.keepalive_interval:
                     timers.set(TimerKind.KEEPALIVE, now + self.keepalive_interval / 1e6)
-            elif kind == TimerKind.PATH and self.paths.challenge is not None:
-                self.paths.abandon_challenge()  # RFC 9000 §8.2.4
-                self._migration_local = -1
+            elif kind == TimerKind.PMTU:
+                if self._pmtu_retry_size:
+                    self._pmtu_pending = True
+                else:
+                    self._pmtu_start(now)
+            elif kind == TimerKind.PATH:
+                self._path_timer(now)
         self._set_ack_timer()
 
     def _on_idle_timeout(self) -> None:
@@ -1455,6 +2072,7 @@ class QuicConnection:
                 raise _oserr(errno.EINVAL)
             self.paths.pref_addr = True
             self.paths.set_addresses(1, local, None)
+            self._pref_local = local
             return
         old = self.paths.local
         if isinstance(old, tuple) and isinstance(local, tuple) and len(old) != len(local):
@@ -1462,6 +2080,16 @@ class QuicConnection:
         if self.paths.challenge is not None or self.paths.pref_addr:
             raise _oserr(errno.EAGAIN)
         t = self._now if now is None else now
+        if self.per_path_io:
+            # probe the new local address first; switch on PATH_RESPONSE
+            # (RFC 9000 §9.2), with a connection ID not used before (§9.5)
+            if self.remote_tp["disable_active_migration"]:
+                raise _oserr(errno.EINVAL)  # RFC 9000 §18.2
+            if not self.dest.select_alt() or self.dest.alt is self.dest.active:
+                self.dest.clear_alt()
+                raise _oserr(errno.EAGAIN, "no spare connection ID")
+            self._start_path_probe(local, self.paths.remote, t, "local")
+            return
         # Simplification: the new local address is used at once (the socket
         # layer rebinds to ``local_addr``); the event comes with validation.
         self.paths.set_addresses(0, local, self.paths.remote)
@@ -1469,6 +2097,32 @@ class QuicConnection:
         self._migration_local = 1
         self.outq.push_ctrl(APP, fr.PathChallengeFrame(data))
         self.timers.set(TimerKind.PATH, t + 3 * self.rtt.pto())
+
+    def early_data_rejected(self) -> int:
+        """Client: the server refused 0-RTT (the TLS layer saw no early_data in
+        EncryptedExtensions).  Every 0-RTT packet still unacknowledged is
+        treated as lost at once, so its stream data goes again in 1-RTT
+        packets (RFC 9001 §4.6.2); returns how many packets that was.  Without
+        this call the data is recovered by loss detection, only later."""
+        pns = self.spaces[APP]
+        n = 0
+        for pn in sorted(self._early_pns):
+            p = pns.sent.pop(pn, None)
+            if p is None:
+                continue
+            n += 1
+            if p.in_flight:
+                pns.bytes_in_flight -= p.size
+                if p.ack_eliciting:
+                    pns.eliciting_in_flight -= 1
+                self.cc.on_packet_discarded(p.size)
+            if p.frames:
+                self.outq.on_lost(self, p, APP)
+        self._early_pns.clear()
+        self.use_early = False
+        self._early_send = None
+        self._set_loss_timer()
+        return n
 
     def key_update(self) -> None:
         """Start a key update (RFC 9001 §6); EINVAL while one is pending."""
@@ -1659,6 +2313,11 @@ class QuicConnection:
         host = self.paths.remote[0] if isinstance(self.paths.remote, tuple) else ""
         return hmac.new(self._ticket_secret, b"session_ticket" + str(host).encode(),
                         "sha512").digest()[:TICKET_KEY_LEN]
+
+
+def _same_host(a: Addr, b: Addr) -> bool:
+    return isinstance(a, tuple) and isinstance(b, tuple) and bool(a) and bool(b) \
+        and a[0] == b[0]
 
 
 def _vsize(v: int) -> int:

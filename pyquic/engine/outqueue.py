@@ -29,7 +29,13 @@ from typing import Any
 
 from . import frame as fr
 from .common import varint_size
-from .packet import PacketType, encode_long_header, encode_short_header, packet_number_length
+from .packet import (
+    PacketType,
+    encode_long_header,
+    encode_short_header,
+    packet_number_length,
+    protect,
+)
 from .pnspace import SentPacket
 
 # packet number spaces
@@ -479,13 +485,19 @@ class OutQueue:
             key = conn.send_key(space)
             if pkt.ptype == PacketType.ONE_RTT:
                 header = encode_short_header(pkt.dcid, pkt.pn, pkt.pn_len,
-                                             key_phase=conn.key_phase)
+                                             key_phase=conn.key_phase,
+                                             fixed_bit=conn.fixed_bit())
             else:
                 header = encode_long_header(
                     pkt.ptype, conn.version, pkt.dcid, conn.scid, pkt.pn, pkt.pn_len,
                     len(payload), conn.initial_token if space == INITIAL else b"",
                     key.tag_len)
-            data = _protect(key, header, payload, pkt.pn, pkt.pn_len)
+                if space == HANDSHAKE and not conn.fixed_bit():
+                    header = bytes((header[0] & 0xBF,)) + header[1:]  # RFC 9287
+            if pkt.ptype == PacketType.ONE_RTT and conn.plaintext_1rtt:
+                data = header + payload  # disable_1rtt_encryption (kernel taglen 0)
+            else:
+                data = protect(key, header, payload, pkt.pn)
             parts.append(data)
             total += len(data)
             pns = conn.spaces[space]
@@ -498,18 +510,3 @@ class OutQueue:
             conn._on_packet_sent(space, sp)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-
-def _protect(key: Any, header: bytes, payload: bytes, pn: int, pn_len: int) -> bytes:
-    """AEAD with the FULL packet number in the nonce, then header protection
-    (RFC 9001 §5.3, §5.4.1)."""
-    ct = key.encrypt(pn, header, payload)
-    s = 4 - pn_len
-    mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
-    out = bytearray(header)
-    first = out[0]
-    out[0] = first ^ (mask[0] & (0x0F if first & 0x80 else 0x1F))
-    off = len(header) - pn_len
-    for i in range(pn_len):
-        out[off + i] ^= mask[1 + i]
-    out += ct
-    return bytes(out)

@@ -155,6 +155,7 @@ Public API (stable; the connection codes against it)::
         on_stream_lost(stream_id, offset, length, fin) -> None
         on_reset_acked(stream_id) -> bool                         # became SEND_RESET_RECVD
         # outputs
+        has_sendable() -> bool                          # any stream queued for sending
         sendable() -> Iterator[Stream]                  # round robin, streams with data
         max_streams_update() -> tuple[int | None, int | None]   # (uni, bidi) MAX_STREAMS
         should_send_max_data() -> int | None            # new MAX_DATA, committed
@@ -1371,6 +1372,10 @@ class QuicStreamTable:
         return done
 
     # --------------------------------------------------------------- outputs
+    def has_sendable(self) -> bool:
+        """True if some stream may have data to send (cheap; may be stale-true)."""
+        return bool(self._pending_send)
+
     def sendable(self) -> Iterator[Stream]:
         """Streams with data to send, round robin: a served stream goes to the back.
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pyquic import abi
 from pyquic.abi import CryptoLevel
 from pyquic.engine.connection import ConnState, QuicConnection
+from pyquic.engine.endpoint import stateless_response
 
 CLIENT_ADDR = ("127.0.0.1", 40000)
 SERVER_ADDR = ("127.0.0.1", 4433)
@@ -126,6 +127,8 @@ class _InFlight:
     seq: int
     to_server: bool = field(compare=False)
     data: bytes = field(compare=False)
+    src: object = field(compare=False, default=None)
+    dst: object = field(compare=False, default=None)
 
 
 class NetSim:
@@ -134,7 +137,8 @@ class NetSim:
     def __init__(self, seed: int = 1, loss: float = 0.0, reorder: float = 0.0,
                  dup: float = 0.0, delay: float = 0.010, rate: float = 100e6,
                  client: QuicConnection | None = None,
-                 server_setup: Callable[[QuicConnection], None] | None = None) -> None:
+                 server_setup: Callable[[QuicConnection], None] | None = None,
+                 real_tls: bool = False) -> None:
         self.rng = random.Random(seed)
         self.loss, self.reorder, self.dup = loss, reorder, dup
         self.delay, self.rate = delay, rate
@@ -147,16 +151,35 @@ class NetSim:
         self.client = client or QuicConnection(True, random=self.rand_bytes)
         self.server_setup = server_setup
         self.server: QuicConnection | None = None
-        self.client_hs = FakeHandshake(self.client)
-        self.server_hs: FakeHandshake | None = None
+        # real_tls: drive the handshakes with pyquic.tls instead of FakeHandshake
+        self.real_tls = real_tls
+        self.client_hs: FakeHandshake | TlsHandshake = (
+            TlsHandshake(self.client, self.now) if real_tls else FakeHandshake(self.client))
+        self.server_hs: FakeHandshake | TlsHandshake | None = None
         self.sent = {True: 0, False: 0}
         self.dropped = 0
         self.on_step: Callable[[NetSim], None] | None = None
         self.client_addr = CLIENT_ADDR  # change it to simulate a NAT rebinding
+        # optional listener: datagrams matching no connection go through the
+        # stateless endpoint logic (Retry, Version Negotiation, reset) first
+        self.listener: QuicConnection | None = None
+        self.stateless: list[str] = []  # Decision.reason of each answered datagram
+        self.mtu = 0  # if set, larger datagrams are dropped (path MTU)
+        self.too_big = 0
+        # per-datagram addressing (datagrams_to_send_from); ``nat`` maps a
+        # client local address to the address the server sees
+        self.use_from = False
+        self.nat: dict[object, object] = {}
+        self.server_addrs: set[object] = {SERVER_ADDR}
+        self.misrouted = 0
 
     # ------------------------------------------------------------ link
-    def _transmit(self, to_server: bool, data: bytes) -> None:
+    def _transmit(self, to_server: bool, data: bytes, src: object = None,
+                  dst: object = None) -> None:
         self.sent[to_server] += 1
+        if self.mtu and len(data) > self.mtu:
+            self.too_big += 1
+            return
         rng = self.rng
         if rng.random() < self.loss:
             self.dropped += 1
@@ -170,29 +193,57 @@ class NetSim:
         copies = 2 if rng.random() < self.dup else 1
         for i in range(copies):
             self._seq += 1
-            heapq.heappush(self._queue, _InFlight(at + i * 0.0005, self._seq, to_server, data))
+            heapq.heappush(self._queue, _InFlight(at + i * 0.0005, self._seq, to_server, data,
+                                                  src, dst))
 
     def _flush(self) -> None:
-        for d, _addr in self.client.datagrams_to_send(self.now):
-            self._transmit(True, d)
+        if self.use_from:
+            for d, remote, local in self.client.datagrams_to_send_from(self.now):
+                self._transmit(True, d, self.nat.get(local, local), remote)
+            if self.server is not None:
+                for d, remote, local in self.server.datagrams_to_send_from(self.now):
+                    self._transmit(False, d, local, remote)
+            return
+        for d, addr in self.client.datagrams_to_send(self.now):
+            self._transmit(True, d, self.client_addr, addr)
         if self.server is not None:
-            for d, _addr in self.server.datagrams_to_send(self.now):
-                self._transmit(False, d)
+            for d, addr in self.server.datagrams_to_send(self.now):
+                self._transmit(False, d, SERVER_ADDR, addr)
 
     def _deliver(self, item: _InFlight) -> None:
+        src = item.src if item.src is not None else self.client_addr
+        dst = item.dst if item.dst is not None else SERVER_ADDR
+        if item.to_server and dst not in self.server_addrs:
+            self.misrouted += 1
+            return
         if item.to_server:
             if self.server is None:
+                if self.listener is not None:
+                    d = stateless_response(item.data, src, dst, self.now,
+                                           self.listener, random=self.rand_bytes)
+                    if d.response is not None:
+                        self.stateless.append(d.reason)
+                        self._transmit(False, d.response, dst, src)
+                    if not d.accept:
+                        return
                 srv = QuicConnection(False, random=self.rand_bytes)
+                if self.listener is not None:
+                    srv.inherit(self.listener)
                 if self.server_setup is not None:
                     self.server_setup(srv)
                 self.server = srv
-                self.server_hs = FakeHandshake(srv)
-                srv.accept(item.data, self.client_addr, SERVER_ADDR, self.now)
+                self.server_hs = (TlsHandshake(srv, self.now) if self.real_tls
+                                  else FakeHandshake(srv))
+                srv.accept(item.data, src, dst, self.now)
             else:
-                self.server.receive_datagram(item.data, self.client_addr, SERVER_ADDR,
-                                             self.now)
+                self.server.receive_datagram(item.data, src, dst, self.now)
         else:
-            self.client.receive_datagram(item.data, SERVER_ADDR, self.client_addr, self.now)
+            if self.use_from:
+                back = {v: k for k, v in self.nat.items()}
+                local = back.get(dst, dst)
+            else:
+                local = self.client_addr
+            self.client.receive_datagram(item.data, src, local, self.now)
 
     # ------------------------------------------------------------ driving
     def connect(self) -> None:
@@ -323,3 +374,89 @@ class StreamReceiver:
 
     def stream(self, sid: int) -> bytes:
         return b"".join(self.data.get(sid, []))
+
+
+_CERT: tuple[object, object] | None = None
+
+
+def _server_cert() -> tuple[object, object]:
+    global _CERT
+    if _CERT is None:
+        from pyquic.tls.x509 import generate_certificate
+
+        _CERT = generate_certificate("localhost", names=("localhost",))
+    return _CERT
+
+
+class TlsHandshake:
+    """Drives one side's handshake with the real TLS engine (pyquic.tls),
+    in the same order as pyquic.tls.driver: our transport parameters first,
+    the peer's before the keys of its flight, then the secrets, then the
+    messages.  Same interface as :class:`FakeHandshake`."""
+
+    def __init__(self, conn: QuicConnection, now: float = 1000.0, alpn: str = "sim",
+                 **config: object) -> None:
+        from pyquic.tls.context import TlsConfig, TlsContext
+
+        self.conn = conn
+        if conn.is_client:
+            cfg = TlsConfig(is_client=True, alpn_protocols=[alpn], server_name="localhost",
+                            verify_peer=False, **config)  # type: ignore[arg-type]
+        else:
+            cert, key = _server_cert()
+            cfg = TlsConfig(is_client=False, alpn_protocols=[alpn],
+                            certificate_chain=[cert],  # type: ignore[list-item]
+                            private_key=key, **config)  # type: ignore[arg-type]
+        self._cfg = cfg
+        self._ctx_cls = TlsContext
+        self._now = now
+        self.ctx: TlsContext | None = None
+        self.peer_tp_set = False
+        self.started = False
+        self.done = False
+        self.app_messages: list[bytes] = []
+
+    def _ensure(self) -> None:
+        if self.ctx is None:
+            self.ctx = self._ctx_cls(self._cfg, self.conn.get_transport_param_ext(),
+                                     now=self._now)
+
+    def start(self) -> None:
+        if self.conn.is_client and not self.started:
+            self.started = True
+            self._ensure()
+            assert self.ctx is not None
+            self.ctx.start()
+            self._flush()
+
+    def _flush(self) -> None:
+        ctx, conn = self.ctx, self.conn
+        assert ctx is not None
+        if not self.peer_tp_set and ctx.peer_transport_parameters is not None:
+            conn.set_transport_param_ext(ctx.peer_transport_parameters)
+            self.peer_tp_set = True
+        for s in ctx.secrets_to_install():
+            conn.set_crypto_secret(abi.CryptoSecret(int(s.send), s.level, s.cipher, s.secret))
+        for level, data in ctx.data_to_send():
+            if level == CryptoLevel.APP:
+                self.app_messages.append(data)  # NewSessionTicket
+                if conn.state == ConnState.ESTABLISHED:
+                    conn.send_handshake(level, data)
+            else:
+                conn.send_handshake(level, data)
+        if ctx.handshake_complete:
+            self.done = True
+
+    def pump(self) -> None:
+        conn = self.conn
+        for _ in range(64):
+            item = conn.recv(65536, peek=True)
+            if item is None or item.level is None:
+                return
+            conn.recv(65536)
+            if conn.state not in (ConnState.ESTABLISHING, ConnState.ESTABLISHED):
+                return
+            self._ensure()
+            assert self.ctx is not None
+            self.ctx.receive(item.level, item.data)
+            self._flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def _settle(sim: NetSim, t: float = 1.0) -> None:
     sim.run(lambda s: s.now >= end, max_time=t + 1)
 
 
-def _drain(conn: QuicConnection) -> list[object]:
+def _drain(conn: QuicConnection) -> list[Any]:
     out = []
     for _ in range(1000):
         item = conn.recv(1 << 20)

@@ -256,7 +256,7 @@ def test_retry(version: int, expected: bytes) -> None:
 
 def test_long_type_bits_v1_v2() -> None:
     # RFC 9369 §3.2
-    assert [long_type_bits(VERSION_1, t) for t in range(4)] == [0, 1, 2, 3]
+    assert [long_type_bits(VERSION_1, t) for t in map(PacketType, range(4))] == [0, 1, 2, 3]
     assert long_type_bits(VERSION_2, PacketType.INITIAL) == 1
     assert long_type_bits(VERSION_2, PacketType.ZERO_RTT) == 2
     assert long_type_bits(VERSION_2, PacketType.HANDSHAKE) == 3

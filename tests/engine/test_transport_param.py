@@ -98,7 +98,7 @@ def test_wire_encoding_and_ids() -> None:
         ParamId.RETRY_SOURCE_CONNECTION_ID,
     ],
 )
-def test_server_only_from_client(pid: int) -> None:
+def test_server_only_from_client(pid: ParamId) -> None:
     # RFC 9000 §18.2: a server MUST treat these as TRANSPORT_PARAMETER_ERROR
     p = full_server_params()
     value = {
