@@ -1,0 +1,1 @@
+"""Robustness tests: hostile networks, hostile peers, hostile input (issue 10)."""
