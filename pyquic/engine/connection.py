@@ -59,6 +59,28 @@ Extensions (documented deviations from contracts §4):
   remote, local, now, listener)`` recognises them for datagrams that match
   no connection (Retry, Version Negotiation, Stateless Reset).
 * ``retry_scid``, ``token_validated``, ``original_version``, ``plaintext_1rtt``.
+* Version Negotiation restart (client): ``hold_initial_after_vn`` (bool, set
+  by a VN-aware TLS driver before ``connect``): after a VN the stale
+  ClientHello is dropped instead of resent and ``initial_restart_pending``
+  becomes True; ``version_negotiated`` (bool); ``restart_initial(data)``
+  replaces the Initial CRYPTO stream with a new ClientHello built on a fresh
+  ``get_transport_param_ext()`` (which now names the new version).
+* Close info (``get_close_info``) is filled as the kernel does: the peer's
+  CONNECTION_CLOSE (code, frame type as u8, phrase); a local transport error
+  (code, frame type, and - unlike the kernel, which sends no phrase - the
+  reason text we send); close during the handshake records
+  APPLICATION_ERROR.  Idle timeout (0, 0, "idle timeout"), stateless reset
+  (CRYPTO_ERROR, 0, "stateless reset") and a VN without common version
+  (VERSION_NEGOTIATION_ERROR, 0, "no common version") set a phrase the kernel
+  does not, so callers can print a reason.
+
+Stream events (inqueue.c / frame.c): RECV_RECV on a stream's first data,
+RECV_SIZE_KNOWN only for a FIN that arrives out of order, RECV_RECVD once all
+data is queued, RECV_RESET_RECVD on RESET_STREAM (the stream's unread data is
+purged from the receive queue); SEND_RECVD (no final size, as the kernel),
+SEND_RESET_SENT only on a peer STOP_SENDING, SEND_RESET_RECVD on the ACK of
+our RESET_STREAM.  Old 1-RTT receive keys are dropped 3 PTO after the peer's
+key phase change (RFC 9001 §6.5); AEAD limits (§6.6) are not enforced.
 
 Address validation (RFC 9000 §8.1): the endpoint helper sends Retry when the
 listener has ``validate_peer_address``; ``accept`` opens the token of the
@@ -104,9 +126,10 @@ confirms the handshake, stops sending Handshake packets and sends NEW_TOKEN
 and HANDSHAKE_DONE.
 
 Not implemented: ECN; retransmitting 0-RTT in the original
-version after a compatible upgrade; a ClientHello regenerated after Version
-Negotiation (the first one's version_information names the old version, so
-an RFC 9368 server refuses it).
+version after a compatible upgrade; without ``hold_initial_after_vn`` the
+ClientHello is resent as is after Version Negotiation (as the kernel does;
+its version_information names the old version, so an RFC 9368 server
+refuses it).
 """
 
 from __future__ import annotations
@@ -127,8 +150,10 @@ from .connid import DestConnIdSet, SourceConnIdSet
 from .crypto import PacketKey, hash_for_cipher, initial_keys
 from .endpoint import TOKEN_NEW, TOKEN_RETRY, make_token, open_token, reset_token
 from .errors import (
+    APPLICATION_ERROR,
     CONNECTION_REFUSED,
     CRYPTO_BUFFER_EXCEEDED,
+    CRYPTO_ERROR,
     INTERNAL_ERROR,
     KEY_UPDATE_ERROR,
     NO_ERROR,
@@ -139,7 +164,16 @@ from .errors import (
     QuicError,
 )
 from .inqueue import MSG_EOR, MSG_QUIC_NOTIFICATION, InQueue, RecvItem
-from .outqueue import APP, HANDSHAKE, INITIAL, REC_CTRL, REC_PING, REC_STREAM, OutQueue
+from .outqueue import (
+    APP,
+    HANDSHAKE,
+    INITIAL,
+    REC_CTRL,
+    REC_PING,
+    REC_STREAM,
+    OutQueue,
+    SendBuffer,
+)
 from .packet import (
     SUPPORTED_VERSIONS,
     PacketError,
@@ -323,6 +357,7 @@ class QuicConnection:
         self._key_pending = False
         self._next_recv_key: PacketKey | None = None
         self._prev_recv_key: PacketKey | None = None
+        self._prev_key_until = 0.0  # RFC 9001 §6.5: old receive keys kept until then
         self._key_phase_start_pn = -1  # first PN received in the current phase
         self._key_update_sent_pn = -1
         self.use_early = False
@@ -361,6 +396,10 @@ class QuicConnection:
         self.retry_scid: bytes | None = None  # SCID of the Retry (both sides)
         self._initial_dcid = b""  # DCID the Initial keys derive from
         self._vn_done = False  # client reacted to a Version Negotiation
+        # client: after a VN, drop the old ClientHello and wait for
+        # restart_initial() instead of resending it (set by a VN-aware driver)
+        self.hold_initial_after_vn = False
+        self.initial_restart_pending = False
         self.original_version = 0  # version of the client's first Initial
         self._old_initial: tuple[int, PacketKey] | None = None  # server after upgrade
         self.token_validated = False  # server: the client's token proved its address
@@ -951,7 +990,13 @@ class QuicConnection:
         pn = decode_packet_number(um.truncated_pn, um.pn_len, pns.largest_received)
         phase_change = False
         if ptype == PacketType.ONE_RTT and um.key_phase != self.key_phase_recv:
-            if self._prev_recv_key is not None and pn < self._key_phase_start_pn:
+            if pn < self._key_phase_start_pn:
+                # a late packet of the previous phase: its keys are kept for
+                # 3 PTO after the update, then discarded (RFC 9001 §6.5)
+                if self._prev_recv_key is not None and now >= self._prev_key_until:
+                    self._prev_recv_key = None
+                if self._prev_recv_key is None:
+                    return False
                 key = self._prev_recv_key
             elif self._next_recv_key is not None:
                 key = self._next_recv_key
@@ -965,7 +1010,7 @@ class QuicConnection:
         if upgrade:
             self._change_version(upgrade)
         if phase_change:
-            self._on_peer_key_phase(pn)
+            self._on_peer_key_phase(pn, now)
         elif ptype == PacketType.ONE_RTT and self._key_phase_start_pn < 0:
             self._key_phase_start_pn = pn
         # first packet from the server: switch to its chosen CID (RFC 9000 §7.2)
@@ -1010,10 +1055,11 @@ class QuicConnection:
     def key_phase_recv(self) -> int:
         return self.key_phase if not self._key_pending else self.key_phase ^ 1
 
-    def _on_peer_key_phase(self, pn: int) -> None:
+    def _on_peer_key_phase(self, pn: int, now: float) -> None:
         """The peer's packets switched key phase (RFC 9001 §6.2, §6.3)."""
         assert self._next_recv_key is not None
         self._prev_recv_key = self._recv_keys[APP]
+        self._prev_key_until = now + 3 * self.rtt.pto()
         self._recv_keys[APP] = self._next_recv_key
         self._next_recv_key = self._next_recv_key.next_phase()
         self._key_phase_start_pn = pn
@@ -1074,9 +1120,25 @@ class QuicConnection:
 
     def _on_stream_frame(self, f: fr.StreamFrame, ptype: int) -> None:
         ftype = f.type
-        st = self.streams.on_stream_frame(f.stream_id, f.offset, f.data, f.fin, ftype)
+        streams = self.streams
+        before = streams.streams.get(f.stream_id)
+        rs = before.recv if before is not None else None
+        # (highest, state) before the frame, for the kernel's receive events
+        prev = (rs.highest, rs.state) if rs is not None else (0, StreamState.RECV_RECV)
+        st = streams.on_stream_frame(f.stream_id, f.offset, f.data, f.fin, ftype)
         if st is None:
             return
+        recv = st.recv
+        if recv is not None and prev[1] == StreamState.RECV_RECV and \
+                self.inq.event_enabled(EventType.STREAM_UPDATE):
+            # inqueue.c quic_inq_stream_recv: RECV on the first data of a
+            # stream (highest was 0), SIZE_KNOWN for a FIN that arrives out
+            # of order; RECVD follows once the FIN is delivered in order.
+            if prev[0] == 0 and (f.fin or f.offset + len(f.data) > 0):
+                self._event(abi.StreamUpdateEvent(st.id, int(StreamState.RECV_RECV), 0, 0))
+            if f.fin and recv.state == StreamState.RECV_SIZE_KNOWN:
+                self._event(abi.StreamUpdateEvent(st.id, int(StreamState.RECV_SIZE_KNOWN), 0,
+                                                  recv.final_size or 0))
         self._deliver_stream(st.id, ptype == PacketType.ZERO_RTT and
                              self._recv_keys[APP] is None)
 
@@ -1109,6 +1171,9 @@ class QuicConnection:
         elif t is fr.ResetStreamFrame:
             st = streams.on_reset_stream(f.stream_id, f.error_code, f.final_size, f.type)
             if st is not None:
+                # frame.c quic_frame_reset_stream_process: the stream's unread
+                # data is purged (its flow-control credit was returned above)
+                self.inq.drop_stream(f.stream_id)
                 self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.RECV_RESET_RECVD),
                                                   f.error_code, f.final_size))
         elif t is fr.StopSendingFrame:
@@ -1157,10 +1222,6 @@ class QuicConnection:
             elif idx == 0:
                 self.paths.validate()  # RFC 9000 §8.2.3 / §9.3
                 self.timers.stop(TimerKind.PATH)
-                self.paths.alt_state = AltState.NONE
-                if self._migration_local >= 0:
-                    self._event(abi.ConnectionMigrationEvent(bool(self._migration_local)))
-                    self._migration_local = -1
                 self.paths.alt_state = AltState.NONE
                 if self._migration_local >= 0:
                     self._event(abi.ConnectionMigrationEvent(bool(self._migration_local)))
@@ -1214,6 +1275,7 @@ class QuicConnection:
         common = [v for v in offered if v in SUPPORTED_VERSIONS]
         if not common:
             # no version in common: the connection attempt fails
+            self._set_close_info(VERSION_NEGOTIATION_ERROR, 0, b"no common version")
             self._event(abi.ConnectionCloseEvent(VERSION_NEGOTIATION_ERROR, 0, b""))
             self.error = errno.EPROTONOSUPPORT
             self.state = ConnState.CLOSED
@@ -1223,6 +1285,44 @@ class QuicConnection:
         self.version = self._pick_version(common)
         self._install_initial(self._initial_dcid)
         self._restart_first_flight()
+        if self.hold_initial_after_vn:
+            # the old ClientHello names the old version in version_information
+            # (RFC 9368 §4): a new one must replace it, see restart_initial()
+            self._discard_initial_flight()
+            self.initial_restart_pending = True
+
+    @property
+    def version_negotiated(self) -> bool:
+        """Client: a Version Negotiation packet made us switch versions."""
+        return self._vn_done
+
+    def restart_initial(self, data: bytes) -> None:
+        """Client, after a Version Negotiation and before any server packet:
+        replace the Initial CRYPTO stream with ``data`` (a new ClientHello
+        whose transport parameters come from a fresh
+        ``get_transport_param_ext()``), from offset 0.  EINVAL otherwise."""
+        if not (self.is_client and self._vn_done and self.state == ConnState.ESTABLISHING
+                and self.peer_initial_scid is None and self._send_keys[INITIAL] is not None):
+            raise _oserr(errno.EINVAL, "no Version Negotiation restart possible")
+        if not data:
+            raise _oserr(errno.EMSGSIZE)
+        self._discard_initial_flight()
+        self.outq.crypto[INITIAL].write(bytes(data))
+        self.initial_restart_pending = False
+
+    def _discard_initial_flight(self) -> None:
+        """Forget the Initial packets in flight and the Initial CRYPTO data."""
+        pns = self.spaces[INITIAL]
+        for p in pns.sent.values():
+            if p.in_flight:
+                self.cc.on_packet_discarded(p.size)
+        pns.sent.clear()
+        pns.bytes_in_flight = 0
+        pns.eliciting_in_flight = 0
+        pns.loss_time = None
+        pns.last_ack_eliciting_time = None
+        self.outq.crypto[INITIAL] = SendBuffer()
+        self._set_loss_timer()
 
     def _switch_initial_dcid(self, dcid: bytes) -> None:
         self.dcid = dcid
@@ -1250,7 +1350,9 @@ class QuicConnection:
         self._set_loss_timer()
 
     def _on_stateless_reset(self, now: float) -> None:
-        self._event(abi.ConnectionCloseEvent(0, 0, b""))
+        # packet.c: the close event carries CRYPTO_ERROR (0x100)
+        self._set_close_info(CRYPTO_ERROR, 0, b"stateless reset")
+        self._event(abi.ConnectionCloseEvent(CRYPTO_ERROR, 0, b""))
         self.error = errno.ECONNRESET
         self.state = ConnState.CLOSED
         self.timers.stop_all()
@@ -1392,11 +1494,12 @@ class QuicConnection:
 
     def _on_close_frame(self, f: fr.ConnectionCloseFrame, now: float) -> None:
         """Peer closed: enter draining (RFC 9000 §10.2.2)."""
-        phrase = bytes(f.reason[:63])
-        self.close_errcode = f.error_code
-        self.close_frame = 0
-        self.close_phrase = phrase
-        self._event(abi.ConnectionCloseEvent(f.error_code, 0, phrase))
+        # frame.c quic_frame_connection_close_process: the event and the
+        # close info carry the peer's code, frame type (u8) and phrase
+        phrase = bytes(f.reason[:63]).split(b"\0", 1)[0]
+        ftype = 0 if f.application else f.frame_type & 0xFF
+        self._set_close_info(f.error_code, ftype, phrase)
+        self._event(abi.ConnectionCloseEvent(f.error_code, ftype, phrase))
         self.error = errno.ECONNRESET
         self.state = ConnState.DRAINING
         self.timers.stop_all()
@@ -1560,8 +1663,8 @@ class QuicConnection:
     def _stream_acked(self, rec: tuple[Any, ...]) -> None:
         sid = rec[1]
         if self.streams.on_stream_acked(sid, rec[2], rec[3], rec[4]):
-            st_final = rec[2] + rec[3]
-            self._event(abi.StreamUpdateEvent(sid, int(StreamState.SEND_RECVD), 0, st_final))
+            # frame.c quic_frame_stream_ack: only id and state are set
+            self._event(abi.StreamUpdateEvent(sid, int(StreamState.SEND_RECVD), 0, 0))
 
     def _ctrl_lost(self, f: Any, space: int) -> None:
         t = type(f)
@@ -1741,6 +1844,7 @@ class QuicConnection:
 
     def _on_idle_timeout(self) -> None:
         """RFC 9000 §10.1: silently close; the kernel raises a close event."""
+        self._set_close_info(0, 0, b"idle timeout")
         self._event(abi.ConnectionCloseEvent(0, 0, b""))
         self.error = errno.ETIMEDOUT
         self.state = ConnState.CLOSED
@@ -1848,7 +1952,9 @@ class QuicConnection:
             self.close_errcode = errcode
         if self.state == ConnState.ESTABLISHING:
             # RFC 9000 §10.2.3: no application close before 1-RTT keys
-            f = fr.ConnectionCloseFrame(0x0C, 0, b"")
+            # (quic_outq_transmit_app_close records APPLICATION_ERROR)
+            self.close_errcode = APPLICATION_ERROR
+            f = fr.ConnectionCloseFrame(APPLICATION_ERROR, 0, b"")
         else:
             f = fr.ConnectionCloseFrame(self.close_errcode, 0, self.close_phrase,
                                         application=app)
@@ -1858,11 +1964,13 @@ class QuicConnection:
         """A local transport error: close with a transport CONNECTION_CLOSE."""
         if self.is_closed:
             return
-        self.close_errcode = code
-        self.close_frame = 0
-        self._event(abi.ConnectionCloseEvent(code, 0, b""))
+        # outqueue.c quic_outq_transmit_close: event and close info carry the
+        # code and frame type; the close info also keeps the phrase we send
+        phrase = reason.encode()[:63]
+        self._set_close_info(code, ftype & 0xFF, phrase)
+        self._event(abi.ConnectionCloseEvent(code, ftype & 0xFF, b""))
         self.error = errno.EPROTO
-        f = fr.ConnectionCloseFrame(code, ftype, reason.encode()[:63])
+        f = fr.ConnectionCloseFrame(code, ftype, phrase)
         self._enter_closing(f, self._now)
 
     def _enter_closing(self, f: fr.ConnectionCloseFrame, now: float) -> None:
@@ -2053,6 +2161,11 @@ class QuicConnection:
         phrase = bytes(info.phrase).split(b"\0", 1)[0]
         self.close_errcode = info.errcode
         self.close_frame = 0  # the kernel ignores the frame field
+        self.close_phrase = phrase
+
+    def _set_close_info(self, errcode: int, frame: int, phrase: bytes) -> None:
+        self.close_errcode = errcode
+        self.close_frame = frame
         self.close_phrase = phrase
 
     def get_close_info(self) -> abi.ConnectionClose:

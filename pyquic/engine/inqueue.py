@@ -107,12 +107,17 @@ class InQueue:
         self.data_bytes += len(data)
 
     def drop_stream(self, stream_id: int) -> None:
-        """Discard unread data of a reset stream."""
+        """Discard unread data of a reset stream, 0-RTT data included
+        (frame.c quic_frame_reset_stream_process purges recv_list and early_list)."""
         if any(e.stream_id == stream_id for e in self._data):
             kept = deque(e for e in self._data if e.stream_id != stream_id)
             self.data_bytes -= sum(len(e.data) - e.off for e in self._data
                                    if e.stream_id == stream_id)
             self._data = kept
+        if any(e.stream_id == stream_id for e in self._early):
+            self.data_bytes -= sum(len(e.data) for e in self._early
+                                   if e.stream_id == stream_id)
+            self._early = [e for e in self._early if e.stream_id != stream_id]
 
     # ---------------------------------------------------------------- dequeue
     def recv(self, bufsize: int, peek: bool = False) -> tuple[RecvItem | None, int]:

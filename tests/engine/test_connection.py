@@ -558,3 +558,141 @@ def test_garbage_datagrams_never_raise() -> None:
             junk = bytes([0x40 | (junk[0] & 0x3F)]) + dcid + junk[1:]  # short header to us
         c.receive_datagram(junk, SERVER_ADDR, CLIENT_ADDR, sim.now)
     assert c.state == ConnState.ESTABLISHED  # unauthenticated junk is dropped
+
+
+# ------------------------------------------- stream events, reset, close info
+def _stream_events(items: list[Any]) -> list[tuple[int, int, int, int]]:
+    out = []
+    for i in items:
+        if i.msg_flags & MSG_QUIC_NOTIFICATION:
+            e = abi.decode_event(i.data)
+            if isinstance(e, abi.StreamUpdateEvent):
+                out.append((e.id, int(e.state), e.errcode, e.finalsz))
+    return out
+
+
+def test_reset_right_after_data_purges_unread_data() -> None:
+    """send then reset at once: the peer gets RECV then RESET_RECVD and none of
+    the stream's data (frame.c purges recv_list); credit is counted once."""
+    sim = _pair(real_tls=True)
+    c, srv = sim.client, sim.server
+    assert srv is not None
+    srv.set_event(EventType.STREAM_UPDATE, True)
+    c.set_event(EventType.STREAM_UPDATE, True)
+    sid = c.stream_open(-1, 0)
+    assert c.send_stream(sid, b"partial", 0, False) == 7
+    sim._flush()  # the data is on the wire before the reset
+    c.stream_reset(sid, 99)
+    _settle(sim)
+    items = _drain(srv)
+    assert not [i for i in items if i.stream_id == sid]
+    assert _stream_events(items) == [(sid, StreamState.RECV_RECV, 0, 0),
+                                     (sid, StreamState.RECV_RESET_RECVD, 99, 7)]
+    assert srv.streams.recv_consumed == 7
+    assert (sid, StreamState.SEND_RESET_RECVD, 99, 7) in _stream_events(_drain(c))
+
+
+def test_lost_reset_stream_is_retransmitted() -> None:
+    sim = _pair(real_tls=True)
+    c, srv = sim.client, sim.server
+    assert srv is not None
+    srv.set_event(EventType.STREAM_UPDATE, True)
+    sid = c.stream_open(-1, 0)
+    c.send_stream(sid, b"partial", 0, False)
+    sim._flush()
+    c.stream_reset(sid, 5)
+    sim.loss = 1.0
+    sim._flush()  # the RESET_STREAM is lost
+    sim.loss = 0.0
+    _settle(sim, 3.0)
+    evs = _stream_events(_drain(srv))
+    assert (sid, StreamState.RECV_RESET_RECVD, 5, 7) in evs
+
+
+def test_recv_state_events_in_and_out_of_order() -> None:
+    """inqueue.c: RECV on first data; SIZE_KNOWN only for a FIN arriving out of
+    order; RECVD once everything is in; SEND_RECVD without a final size."""
+    from pyquic.engine import frame as fr
+    from pyquic.engine.packet import PacketType
+
+    sim = _pair()
+    c, srv = sim.client, sim.server
+    assert srv is not None
+    srv.set_event(EventType.STREAM_UPDATE, True)
+    one = PacketType.ONE_RTT
+    srv._on_stream_frame(fr.StreamFrame(0, 5, b"world", True), one)
+    srv._on_stream_frame(fr.StreamFrame(0, 0, b"hello"), one)
+    srv._on_stream_frame(fr.StreamFrame(4, 0, b"hi", True), one)
+    srv._on_stream_frame(fr.StreamFrame(4, 0, b"hi", True), one)  # duplicate
+    items = _drain(srv)
+    assert _stream_events(items) == [
+        (0, StreamState.RECV_RECV, 0, 0), (0, StreamState.RECV_SIZE_KNOWN, 0, 10),
+        (0, StreamState.RECV_RECVD, 0, 10),
+        (4, StreamState.RECV_RECV, 0, 0), (4, StreamState.RECV_RECVD, 0, 2)]
+    assert b"".join(i.data for i in items if i.stream_id == 0) == b"helloworld"
+    c.set_event(EventType.STREAM_UPDATE, True)
+    sid = c.stream_open(-1, UNI)
+    c.send_stream(sid, b"x" * 3000, FIN, False)
+    _settle(sim)
+    assert _stream_events(_drain(c)) == [(sid, StreamState.SEND_RECVD, 0, 0)]
+
+
+def test_close_info_after_local_protocol_violation() -> None:
+    """The closing side and its peer both report code, frame type and phrase
+    (outqueue.c quic_outq_transmit_close / frame.c close processing)."""
+    from pyquic.engine import frame as fr
+
+    sim = _pair()
+    c, srv = sim.client, sim.server
+    assert srv is not None
+    c.set_event(EventType.CONNECTION_CLOSE, True)
+    c.outq.push_ctrl(2, fr.HandshakeDoneFrame())
+    _settle(sim)
+    info = srv.get_close_info()
+    assert (info.errcode, info.frame) == (0x0A, 0x1E) and info.phrase
+    peer = c.get_close_info()
+    assert (peer.errcode, peer.frame, peer.phrase) == (0x0A, 0x1E, info.phrase)
+    ev = [e for e in _events(c) if isinstance(e, abi.ConnectionCloseEvent)]
+    assert ev and (ev[0].errcode, ev[0].frame, ev[0].phrase) == (0x0A, 0x1E, info.phrase)
+
+
+def test_close_info_after_idle_timeout() -> None:
+    def setup(s: QuicConnection) -> None:
+        s.set_transport_param(abi.TransportParam(max_idle_timeout=2_000_000))
+
+    sim = NetSim(seed=3, server_setup=setup)
+    assert sim.handshake()
+    assert sim.run(lambda s: s.client.state == ConnState.CLOSED, max_time=10)
+    info = sim.client.get_close_info()
+    assert (info.errcode, info.frame, info.phrase) == (0, 0, b"idle timeout")
+
+
+def test_old_receive_keys_discarded_after_three_pto() -> None:
+    """RFC 9001 §6.5: a late packet of the previous key phase is accepted
+    shortly after a key update and dropped once 3 PTO have passed."""
+    sim = _pair()
+    c, srv = sim.client, sim.server
+    assert srv is not None
+    held: list[tuple[bytes, int]] = []
+    orig = sim._transmit
+
+    def hold(to_server: bool, data: bytes, *addrs: object) -> None:
+        held.append((data, c.spaces[2].next_pn - 1))
+
+    sid = c.stream_open(-1, 0)
+    for chunk in (b"a", b"b"):
+        sim._transmit = hold  # type: ignore[method-assign,assignment]
+        c.send_stream(sid, chunk, 0, False)
+        sim._flush()
+        sim._transmit = orig  # type: ignore[method-assign]
+    assert len(held) == 2 and held[0][1] != held[1][1]
+    c.key_update()
+    c.send_stream(sid, b"c", 0, False)
+    assert sim.run(lambda s: srv.key_phase == 1, max_time=2)
+    pns = srv.spaces[2]
+    srv.receive_datagram(held[0][0], CLIENT_ADDR, SERVER_ADDR, sim.now)
+    assert pns.is_duplicate(held[0][1])  # old key still kept
+    assert 3 * srv.rtt.pto() < 0.5
+    srv.receive_datagram(held[1][0], CLIENT_ADDR, SERVER_ADDR, sim.now + 1.0)
+    assert not pns.is_duplicate(held[1][1])
+    assert srv._prev_recv_key is None

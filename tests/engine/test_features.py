@@ -598,3 +598,38 @@ def test_real_tls_server_preferring_v2_stays_consistent() -> None:
     assert sim.server is not None
     assert sim.client.version == sim.server.version == VERSION_1
     assert _transfer(sim, 20_000) == random.Random(4).randbytes(20_000)
+
+
+def test_version_negotiation_restarts_client_hello() -> None:
+    """After a VN the old ClientHello (version_information naming the old
+    version) is dropped; the driver's new one, built on transport parameters
+    fetched again, completes the handshake in the new version (RFC 9368 §4)."""
+    from pyquic.abi import CryptoLevel
+
+    from .netsim import TlsHandshake
+
+    sim = NetSim(seed=5, real_tls=True)
+    c = sim.client
+    c.hold_initial_after_vn = True
+    sim.connect()
+    assert c.datagrams_to_send(sim.now)  # the first Initial: lost
+    with pytest.raises(OSError):
+        c.restart_initial(b"x")  # no VN yet
+    c.receive_datagram(build_version_negotiation(c.scid, c.dcid, [VERSION_2]),
+                       SERVER_ADDR, None, sim.now)
+    assert c.version == VERSION_2 and c.version_negotiated and c.initial_restart_pending
+    assert c.datagrams_to_send(sim.now) == []  # the stale ClientHello is not resent
+    hs = TlsHandshake(c, sim.now)
+    hs.started = True
+    hs._ensure()
+    assert hs.ctx is not None
+    hs.ctx.start()
+    out = hs.ctx.data_to_send()
+    assert [lvl for lvl, _ in out] == [CryptoLevel.INITIAL]
+    c.restart_initial(out[0][1])
+    assert not c.initial_restart_pending
+    sim.client_hs = hs
+    assert sim.run(lambda s: s.server is not None and s.client.state == ConnState.ESTABLISHED
+                   and s.server.state == ConnState.ESTABLISHED, max_time=10)
+    assert sim.server is not None and sim.server.version == VERSION_2
+    assert _transfer(sim, 5000) == bytes(random.Random(4).randbytes(5000))
