@@ -14,6 +14,13 @@ Use::
     ctx.data_to_send()        -> [(level, message)]
     ctx.handshake_complete, ctx.alpn, ctx.peer_transport_parameters, ...
 
+``transport_parameters`` may also be a callable ``f(peer_params) -> bytes``
+that produces our extension 0x39 when it is first needed: on a server, after
+the ClientHello is accepted and with the client's parameters, so the QUIC
+layer can take the peer's parameters first and answer with its own (a
+compatible version upgrade changes ours: RFC 9368 §5, libquic's order over
+TRANSPORT_PARAM_EXT); on a client, at the first ClientHello with None.
+
 Levels are the kernel's (pyquic.abi.CryptoLevel): APP 0, INITIAL 1,
 HANDSHAKE 2, EARLY 3. Errors raise :class:`TlsAlert` (QUIC error 0x100+alert).
 No clocks are read: ``now`` (seconds since the epoch) is passed in.
@@ -203,14 +210,19 @@ class TlsContext:
     def __init__(
         self,
         config: TlsConfig,
-        transport_parameters: bytes,
+        transport_parameters: bytes | Callable[[bytes | None], bytes],
         *,
         now: float = 0.0,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.config = config
         self.is_client = config.is_client
-        self.transport_parameters = transport_parameters
+        self._tp_source: Callable[[bytes | None], bytes] | None = None
+        if callable(transport_parameters):
+            self._tp_source = transport_parameters
+            self.transport_parameters = b""
+        else:
+            self.transport_parameters = bytes(transport_parameters)
         self.now = now
         self._random = random
         self.state = State.START if self.is_client else State.SERVER_WAIT_CH
@@ -391,8 +403,16 @@ class TlsContext:
 
     # ------------------------------------------------------------ client
 
+    def _local_transport_parameters(self, peer: bytes | None) -> bytes:
+        """Our extension 0x39, fetched from the callable source on first use."""
+        if self._tp_source is not None:
+            source, self._tp_source = self._tp_source, None
+            self.transport_parameters = bytes(source(peer))
+        return self.transport_parameters
+
     def _send_client_hello(self, first: bool, cookie: bytes | None = None) -> None:
         cfg = self.config
+        self._local_transport_parameters(None)
         assert self._key_share is not None
         ch = ClientHello(
             random=self._client_random,
@@ -780,6 +800,9 @@ class TlsContext:
         self._client_hello = ch
         self._client_random = ch.random
         self.peer_transport_parameters = ch.quic_transport_parameters
+        # The QUIC layer takes the client's parameters before it gives ours
+        # (a compatible version upgrade changes version_information).
+        self._local_transport_parameters(ch.quic_transport_parameters)
         if self._transcript.hash_name is None:
             self._transcript.set_hash(SUITES[suite].hash_name)
         self._transcript.add(message)

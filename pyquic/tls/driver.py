@@ -14,6 +14,14 @@ backend's ``QuicSocket``:
 - ALPN, SESSION_TICKET, TRANSPORT_PARAM (remote=1) and CONFIG options as
   libquic and its tests (and tlshd) use them.
 
+Order on a server (libquic's, through GnuTLS's extension callbacks): the
+client's transport parameters are set with setsockopt(TRANSPORT_PARAM_EXT)
+while the ClientHello is processed, and only then are ours read, so they
+reflect what the ClientHello negotiated (a compatible upgrade to v2 changes
+version_information, RFC 9368). A connection that dies during the handshake
+(ENOTCONN/EPIPE from the socket) fails at once with the cause from SO_ERROR
+(the user backend sets it; else ENOTCONN) and the close information.
+
 Extensions beyond contracts §6: :class:`HandshakeResult` (negotiated values and
 session data for resumption), keylog to a path, a callable or ``SSLKEYLOGFILE``,
 and CONFIG honoured (payload_cipher_type restricts the cipher suite,
@@ -224,15 +232,50 @@ def _set_close_info(sock: Any, alert: TlsAlert) -> None:
         pass
 
 
+def _closed_error(sock: Any, exc: OSError) -> OSError:
+    """The error for a connection that died during the handshake.
+
+    Both backends report a dead connection as ENOTCONN (recvmsg) or EPIPE
+    (sendmsg), as socket.c does; the cause comes from SO_ERROR where the
+    backend sets it (the user backend: ETIMEDOUT, ECONNRESET, EPROTO) and the
+    close information from getsockopt(CONNECTION_CLOSE).
+    """
+    code = 0
+    try:
+        code = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+    except (OSError, TypeError, ValueError):
+        code = 0
+    detail = ""
+    try:
+        info = abi.ConnectionClose.unpack_prefix(
+            _get(sock, _OPT.CONNECTION_CLOSE, abi.ConnectionClose.SIZE))
+        if info.errcode:
+            detail = f", error 0x{info.errcode:x}"
+            if info.phrase:
+                detail += f" {info.phrase.decode('utf-8', 'replace')!r}"
+    except (OSError, ValueError):
+        pass
+    errno_ = code or exc.errno or errno.ENOTCONN
+    return OSError(errno_, f"QUIC connection closed during the handshake "
+                           f"({os.strerror(errno_)}{detail})")
+
+
 # ---------------------------------------------------------------- the loop
 
 
 class _Driver:
-    def __init__(self, sock: Any, ctx: TlsContext, timeout: float | None) -> None:
+    def __init__(self, sock: Any, ctx: TlsContext | None, timeout: float | None) -> None:
         self.sock = sock
-        self.ctx = ctx
+        self.ctx: TlsContext = ctx  # type: ignore[assignment]  # set before run()
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.peer_tp_set = False
+
+    def local_transport_parameters(self, peer: bytes | None) -> bytes:
+        """TlsContext's source of our extension 0x39: install the peer's first."""
+        if peer is not None and not self.peer_tp_set:
+            _set(self.sock, _OPT.TRANSPORT_PARAM_EXT, peer)
+            self.peer_tp_set = True
+        return _get(self.sock, _OPT.TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
 
     def flush(self) -> None:
         ctx = self.ctx
@@ -263,6 +306,12 @@ class _Driver:
                 self._check_deadline()
                 time.sleep(0.001)
                 continue
+            except (BrokenPipeError, ConnectionError) as exc:
+                raise _closed_error(self.sock, exc) from exc
+            except OSError as exc:
+                if exc.errno in (errno.ENOTCONN, errno.EPIPE):
+                    raise _closed_error(self.sock, exc) from exc
+                raise
             if n != len(data):
                 raise OSError(errno.EMSGSIZE, f"short handshake sendmsg ({n} of {len(data)})")
             return
@@ -291,6 +340,10 @@ class _Driver:
             except BlockingIOError:
                 _wait_readable(self.sock, self._check_deadline())
                 continue
+            except OSError as exc:
+                if exc.errno in (errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET):
+                    raise _closed_error(self.sock, exc) from exc
+                raise
             if not data:
                 raise ConnectionResetError(errno.ECONNRESET, "connection closed during handshake")
             if mflags & socket.MSG_TRUNC:
@@ -308,11 +361,11 @@ class _Driver:
         self.flush()
 
 
-def _run(sock: Any, ctx: TlsContext, timeout: float | None) -> None:
+def _run(drv: _Driver) -> None:
     try:
-        _Driver(sock, ctx, timeout).run()
+        drv.run()
     except TlsAlert as alert:
-        _set_close_info(sock, alert)
+        _set_close_info(drv.sock, alert)
         raise
 
 
@@ -409,7 +462,7 @@ def client_handshake(
         tp = _get(sock, _OPT.TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
         ctx = TlsContext(config, tp, now=time.time())
         ctx.start()
-        _run(sock, ctx, timeout)
+        _run(_Driver(sock, ctx, timeout))
     finally:
         close()
     result = _result(sock, ctx)
@@ -475,10 +528,14 @@ def server_handshake(
     config.ticket_key = ticket_key
     write, close = _open_keylog(keylog)
     config.keylog = write
+    drv = _Driver(sock, None, timeout)
     try:
-        tp = _get(sock, _OPT.TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
-        ctx = TlsContext(config, tp, now=time.time())
-        _run(sock, ctx, timeout)
+        # libquic's order (handshake.c quic_tp_recv/quic_tp_send through GnuTLS):
+        # the client's parameters go in with setsockopt before ours are read, so
+        # ours reflect what the ClientHello negotiated (e.g. a v2 upgrade).
+        ctx = TlsContext(config, drv.local_transport_parameters, now=time.time())
+        drv.ctx = ctx
+        _run(drv)
     finally:
         close()
     return _result(sock, ctx)

@@ -15,10 +15,19 @@ duration of a socket call; the I/O thread holds it while it processes one batch
 of events, and never while it sleeps in ``select``. Blocking socket calls wait
 on :data:`LOOP.cond` (a condition on that lock), which the I/O thread notifies
 after every batch (``generation`` counts batches), then simply retry.
+
+Timers: each client's next deadline sits in a heap (lazy deletion: an entry is
+valid while it matches the client's recorded deadline), so an iteration costs
+O(log n) per due or changed timer, not O(connections). A client's deadline is
+re-read with :meth:`IOLoop.schedule` whenever it may have changed: after an
+application call on it, after its datagrams or timers were processed, and
+after every flush.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import selectors
@@ -199,6 +208,9 @@ class IOLoop:
         self._clients: set[Client] = set()
         self._dirty: set[Client] = set()
         self._deadline = float("inf")
+        self._heap: list[tuple[float, int, Client]] = []
+        self._when: dict[Client, float] = {}  # the valid heap entry of each client
+        self._seq = itertools.count()
 
     # -- registration (call with the lock held) --------------------------------
     def _ensure(self) -> _Runner:
@@ -239,13 +251,14 @@ class IOLoop:
         with self.lock:
             self._clients.add(client)
             self._ensure()
-            self.reschedule(client._io_next_timer())
+            self.schedule(client)
 
     def remove_client(self, client: Client) -> None:
         """Forget ``client``."""
         with self.lock:
             self._clients.discard(client)
             self._dirty.discard(client)
+            self._when.pop(client, None)  # its heap entry is now stale
             self._maybe_stop()
 
     def _maybe_stop(self) -> None:
@@ -271,14 +284,34 @@ class IOLoop:
             return self._runner is not None
 
     # -- scheduling ----------------------------------------------------------------
-    def reschedule(self, when: float | None) -> None:
-        """Make sure the I/O thread wakes by ``when`` (a time.monotonic() value)."""
-        if when is None:
-            return
+    def schedule(self, client: Client) -> None:
+        """Re-read ``client``'s next timer and make the I/O thread wake by then."""
         with self.lock:
+            if client not in self._clients:
+                return
+            when = client._io_next_timer()
+            if when is None:
+                self._when.pop(client, None)
+                return
+            if self._when.get(client) == when:
+                return
+            self._when[client] = when
+            heapq.heappush(self._heap, (when, next(self._seq), client))
+            if len(self._heap) > 2 * len(self._when) + 64:
+                self._compact()
             if when < self._deadline and self._runner is not None:
                 self._deadline = when
                 self._runner.waker.wake()
+
+    def _compact(self) -> None:
+        """Drop stale heap entries (bounds the heap at about twice the clients)."""
+        self._heap = [e for e in self._heap if self._when.get(e[2]) == e[0]]
+        heapq.heapify(self._heap)
+
+    def _pop_stale(self) -> None:
+        heap, valid = self._heap, self._when
+        while heap and valid.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
 
     def mark(self, client: Client) -> None:
         """Have the I/O thread flush ``client`` at the end of this batch (lock held)."""
@@ -291,11 +324,8 @@ class IOLoop:
             self.cond.notify_all()
 
     def _timeout(self, now: float) -> float | None:
-        best = float("inf")
-        for client in self._clients:
-            t = client._io_next_timer()
-            if t is not None and t < best:
-                best = t
+        self._pop_stale()
+        best = self._heap[0][0] if self._heap else float("inf")
         self._deadline = best
         if best == float("inf"):
             return None
@@ -314,14 +344,18 @@ class IOLoop:
                 reader.on_readable(now)
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
-        for client in list(self._clients):
-            t = client._io_next_timer()
-            if t is not None and t <= now:
-                self._dirty.add(client)
-                try:
-                    client._io_timer(now)
-                except Exception:  # noqa: BLE001 - keep the loop alive
-                    _log.exception("pyquic I/O thread")
+        heap, valid = self._heap, self._when
+        for _ in range(len(heap)):
+            self._pop_stale()
+            if not heap or heap[0][0] > now:
+                break
+            _t, _seq, client = heapq.heappop(heap)
+            del valid[client]
+            self._dirty.add(client)
+            try:
+                client._io_timer(now)
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                _log.exception("pyquic I/O thread")
         dirty, self._dirty = self._dirty, set()
         for client in dirty:
             if client not in self._clients:
@@ -330,6 +364,7 @@ class IOLoop:
                 client._io_flush(now)
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
+            self.schedule(client)
         self.generation += 1
         self.cond.notify_all()
 

@@ -30,6 +30,16 @@ Deviations and extensions (documented for the lead):
   socket is shared between QUIC sockets), with SO_TYPE, SO_PROTOCOL,
   SO_DOMAIN, SO_ERROR and SO_ACCEPTCONN computed; SO_REUSEPORT lets listeners
   with the same ALPNs share a port, as in the kernel.
+- A connection the engine ended (peer CONNECTION_CLOSE, idle timeout,
+  stateless reset, protocol error; CLOSING/DRAINING count as closed) polls
+  readable and writable and wakes every blocked call. recvmsg then raises
+  ENOTCONN and sendmsg EPIPE, the kernel's errnos (socket.c
+  quic_wait_for_packet / quic_wait_for_stream), with the cause in the message;
+  the cause itself (the engine's ``error``: ETIMEDOUT, ECONNRESET, EPROTO) is
+  reported once by SO_ERROR, where the kernel, which never sets sk_err, gives 0.
+- Datagrams leave from the endpoint of the source address the engine names
+  (``datagrams_to_send_from``), so path probes and answers on a preferred
+  address use the right UDP socket.
 """
 
 from __future__ import annotations
@@ -156,6 +166,7 @@ class QuicSocket(QuicSocketMixin):
         self._remote: Addr | None = None
         self._odcid: bytes | None = None
         self._sockopts: dict[tuple[int, int], int | bytes] = {}
+        self._error_taken = False
         with LOOP.lock:
             self._update_readiness()
 
@@ -244,7 +255,7 @@ class QuicSocket(QuicSocketMixin):
         else:
             self._update_readiness()
         if self._connected:
-            LOOP.reschedule(self._conn.next_timer())
+            LOOP.schedule(self)
         LOOP.notify()
 
     def _deadline(self, nonblock: bool) -> float | None:
@@ -261,7 +272,7 @@ class QuicSocket(QuicSocketMixin):
         if self._connected:
             # push out what is queued (corked data too) before sleeping
             self._io_flush(time.monotonic())
-            LOOP.reschedule(self._conn.next_timer())
+            LOOP.schedule(self)
         gen = LOOP.generation
         while LOOP.generation == gen:
             if deadline is None:
@@ -272,6 +283,29 @@ class QuicSocket(QuicSocketMixin):
                     raise TimeoutError("timed out")
                 LOOP.cond.wait(left)
         self._check_open()
+
+    def _conn_error(self) -> int:
+        """Why the engine ended the connection (ETIMEDOUT, ECONNRESET, EPROTO...), or 0."""
+        if not self._connected or self._shut:
+            return 0
+        return int(getattr(self._conn, "error", 0) or 0)
+
+    def _take_error(self) -> int:
+        """SO_ERROR: the connection's errno, reported once (like sock_error())."""
+        code = self._conn_error()
+        if code and not self._error_taken:
+            self._error_taken = True
+            return code
+        return 0
+
+    def _closed_err(self, code: int) -> OSError:
+        """The kernel's errno for a dead connection (ENOTCONN on receive, EPIPE on
+        send: socket.c quic_wait_for_packet / quic_wait_for_send), naming the cause."""
+        cause = self._conn_error()
+        what = os.strerror(code)
+        if cause:
+            what = f"{what} (connection closed: {os.strerror(cause)})"
+        return _err(code, what)
 
     def _local_addr(self) -> Addr | None:
         if self._connected:
@@ -352,7 +386,12 @@ class QuicSocket(QuicSocketMixin):
     def _io_flush(self, now: float) -> None:
         if self._closed or not self._connected:
             return
-        items = self._conn.datagrams_to_send(now)
+        conn: Any = self._conn
+        sender = getattr(conn, "datagrams_to_send_from", None)
+        # (datagram, destination[, source]): with the source, each datagram leaves
+        # from the endpoint of that address (path probes, preferred address)
+        items = sender(now) if sender is not None else conn.datagrams_to_send(now)
+        LOOP.schedule(self)  # sending (and whatever led here) moves the timers
         if not items:
             self._update_readiness()
             return
@@ -368,8 +407,11 @@ class QuicSocket(QuicSocketMixin):
             if len(item) > 2 and item[2] is not None:
                 ep = self._endpoints.get(_ep.normalize_addr(tuple(item[2])), base)
             dest = _ep.normalize_addr(tuple(remote))
-            if ep is not None and len(dest) != len(ep.local) and ep.family == AF_INET:
-                ep = self._endpoint_towards(dest)  # e.g. a preferred address of the other family
+            if ep is not None and len(dest) != len(ep.local) and (
+                    ep.family == AF_INET or ep.local[0] != "::"):
+                # another family (e.g. a preferred address): only a dual-stack
+                # wildcard socket reaches it, else use (or bind) one of its family
+                ep = self._endpoint_towards(dest)
             if ep is not None:
                 ep.sendto(data, dest)
         self._update_readiness()
@@ -614,7 +656,7 @@ class QuicSocket(QuicSocketMixin):
         with LOOP.lock:
             self._check_open()
             if self._listening or self._is_closed():
-                raise _err(errno.EPIPE, "Broken pipe")
+                raise self._closed_err(errno.EPIPE)
             has_sinfo = has_hinfo = False
             level = 0
             sid, sflags = -1, 0
@@ -653,6 +695,8 @@ class QuicSocket(QuicSocketMixin):
                 break
             except BlockingIOError:
                 self._wait(deadline)
+                if self._is_closed():
+                    raise self._closed_err(errno.EPIPE) from None
         self._after(flush=flush)
         return len(data)
 
@@ -665,7 +709,7 @@ class QuicSocket(QuicSocketMixin):
             except BlockingIOError:
                 self._wait(deadline)
                 if self._is_closed():
-                    raise _err(errno.EPIPE, "Broken pipe") from None
+                    raise self._closed_err(errno.EPIPE) from None
         self._after(flush=flush)
         return len(data)
 
@@ -700,7 +744,7 @@ class QuicSocket(QuicSocketMixin):
                     if self._is_closed():
                         if sent:
                             return sent
-                        raise _err(errno.EPIPE, "Broken pipe") from None
+                        raise self._closed_err(errno.EPIPE) from None
                     continue
                 sent += n
                 cur &= ~_STREAM_NEW
@@ -752,7 +796,7 @@ class QuicSocket(QuicSocketMixin):
                 if item is not None:
                     break
                 if self._is_closed():
-                    raise _err(errno.ENOTCONN)
+                    raise self._closed_err(errno.ENOTCONN)
                 self._wait(deadline)
             self._after()
         anc: list[tuple[int, int, bytes]] = []
@@ -988,7 +1032,7 @@ class QuicSocket(QuicSocketMixin):
             except BlockingIOError:
                 self._wait(deadline)
                 if self._is_closed():
-                    raise _err(errno.EPIPE, "Broken pipe") from None
+                    raise self._closed_err(errno.EPIPE) from None
         return abi.StreamInfo(sid, info.stream_flags | _STREAM_NEW).pack()[:size]
 
     def _get_other(self, level: int, optname: int, buflen: Any) -> int | bytes:
@@ -1002,7 +1046,7 @@ class QuicSocket(QuicSocketMixin):
             elif level == _socket.SOL_SOCKET and optname == getattr(_socket, "SO_DOMAIN", 39):
                 value = self._family
             elif level == _socket.SOL_SOCKET and optname == _socket.SO_ERROR:
-                value = 0
+                value = self._take_error()
             elif level == _socket.SOL_SOCKET and optname == _socket.SO_ACCEPTCONN:
                 value = int(self._listening)
             elif (level, optname) in self._sockopts:

@@ -91,20 +91,13 @@ class HqServer(QuicConnectionProtocol):
                 self.transmit()
 
 
-V2_XFAIL = pytest.mark.xfail(
-    reason="server's version_information still names v1 after switching to v2 "
-           "(its TRANSPORT_PARAM_EXT is read before the ClientHello is processed)",
-    strict=False)
-
-
 RETRY_XFAIL = pytest.mark.xfail(
     reason="the user engine does not send Retry yet (validate_peer_address is accepted)",
     strict=False)
 
 
 @pytest.mark.parametrize("testcase", ["transfer", pytest.param("retry", marks=RETRY_XFAIL),
-                                      "chacha20", "keyupdate",
-                                      pytest.param("v2", marks=V2_XFAIL)])
+                                      "chacha20", "keyupdate", "v2"])
 def test_aioquic_client_pyquic_server(tmp_path: Path, server_factory: type,
                                       certs: tuple[str, str], testcase: str) -> None:
     www = tmp_path / "www"
@@ -151,6 +144,68 @@ def test_aioquic_client_pyquic_server(tmp_path: Path, server_factory: type,
         assert state["retries"] == 1  # the server validated the address (RFC 9000 §8.1.2)
     if testcase == "chacha20":
         assert state["cipher"] == CipherSuite.CHACHA20_POLY1305_SHA256
+
+
+@pytest.mark.parametrize("testcase", ["resumption", "zerortt"])
+def test_aioquic_client_pyquic_server_resumption(tmp_path: Path, server_factory: type,
+                                                 certs: tuple[str, str], testcase: str) -> None:
+    """aioquic's client resumes with the pyquic server's ticket (certificate mode);
+    with zerortt it sends its requests as 0-RTT before the handshake completes."""
+    www = tmp_path / "www"
+    www.mkdir()
+    files = {n: os.urandom(s) for n, s in SIZES.items()}
+    for n, data in files.items():
+        (www / n).write_bytes(data)
+    port = free_udp_port()
+    server_factory(["server", "--host", "127.0.0.1", "--port", str(port), "--www", str(www),
+                    "--cert", certs[0], "--key", certs[1]], "hq server on",
+                   TESTCASE=testcase)
+    tickets: list[tls.SessionTicket] = []
+    state: dict[str, Any] = {}
+
+    def config() -> QuicConfiguration:
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=["hq-interop"],
+                                server_name="localhost")
+        cfg.load_verify_locations(certs[0])
+        return cfg
+
+    async def main() -> dict[str, bytes]:
+        got: dict[str, bytes] = {}
+        async with connect("127.0.0.1", port, configuration=config(), create_protocol=HqClient,
+                           session_ticket_handler=tickets.append) as first:
+            assert isinstance(first, HqClient)
+            got["c.bin"] = await asyncio.wait_for(first.get("/c.bin"), 30)
+            for _ in range(300):  # the ticket follows the handshake
+                if tickets:
+                    break
+                await asyncio.sleep(0.1)
+            state["first_resumed"] = first._quic.tls.session_resumed
+        assert tickets, "the pyquic server sent no session ticket"
+        cfg = config()
+        cfg.session_ticket = tickets[-1]
+        zero = testcase == "zerortt"
+        async with connect("127.0.0.1", port, configuration=cfg, create_protocol=HqClient,
+                           wait_connected=not zero) as second:
+            assert isinstance(second, HqClient)
+            # with wait_connected=False the GETs leave in 0-RTT packets
+            rest = [n for n in files if n != "c.bin"]
+            bodies = await asyncio.wait_for(
+                asyncio.gather(*(second.get(f"/{n}") for n in rest)), 30)
+            got.update(zip(rest, bodies))
+            t = second._quic.tls
+            state["resumed"] = t.session_resumed
+            state["early"] = t.early_data_accepted
+        return got
+
+    got = asyncio.run(main())
+    assert set(got) == set(files)
+    for n, data in files.items():
+        assert sha(got[n]) == sha(data), n
+    assert state["first_resumed"] is False
+    assert state["resumed"] is True
+    if testcase == "zerortt":
+        assert tickets[-1].max_early_data_size, "the ticket does not allow 0-RTT"
+        assert state["early"] is True
 
 
 @pytest.mark.parametrize("testcase", ["transfer", "keyupdate", "chacha20", "multiplexing",

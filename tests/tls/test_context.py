@@ -324,3 +324,56 @@ def test_key_update_message_is_unexpected():
     with pytest.raises(TlsAlert) as ei:
         c.receive(0, bytes([24, 0, 0, 1, 0]))  # RFC 9001 §6: no TLS KeyUpdate
     assert ei.value.description == AD.unexpected_message
+
+
+def test_server_transport_parameters_from_callable_after_client_hello():
+    """A callable source is asked for the server's parameters with the client's,
+    once, after the ClientHello is accepted (libquic's order on a server)."""
+    calls: list[bytes | None] = []
+
+    def source(peer: bytes | None) -> bytes:
+        calls.append(peer)
+        return b"upgraded-" + (peer or b"")
+
+    c = Endpoint(client_conf(), b"client-tp")
+    s = Endpoint(server_conf(), source)  # type: ignore[arg-type]
+    c.start()
+    assert calls == []  # nothing asked before the ClientHello
+    pump(c, s)
+    assert calls == [b"client-tp"]
+    assert c.ctx.peer_transport_parameters == b"upgraded-client-tp"
+    assert s.ctx.transport_parameters == b"upgraded-client-tp"
+    assert c.complete and s.complete
+
+
+def test_server_transport_parameters_callable_not_called_for_hrr():
+    """With a HelloRetryRequest the source is asked only for the second ClientHello."""
+    calls: list[bytes | None] = []
+
+    def source(peer: bytes | None) -> bytes:
+        calls.append(peer)
+        return b"stp"
+
+    c = Endpoint(client_conf(groups=[Group.SECP256R1, Group.X25519]), b"ctp")
+    # the client's first key share is P-256; a server that only takes X25519 asks again
+    s = Endpoint(server_conf(groups=[Group.X25519]), source)  # type: ignore[arg-type]
+    c.start()
+    pump(c, s)
+    assert s.ctx.hrr_sent and c.complete
+    assert calls == [b"ctp"]
+    assert c.ctx.peer_transport_parameters == b"stp"
+
+
+def test_client_transport_parameters_from_callable():
+    calls: list[bytes | None] = []
+
+    def source(peer: bytes | None) -> bytes:
+        calls.append(peer)
+        return b"ctp-late"
+
+    c = Endpoint(client_conf(), source)  # type: ignore[arg-type]
+    s = Endpoint(server_conf(), b"stp")
+    c.start()
+    pump(c, s)
+    assert calls == [None]
+    assert s.ctx.peer_transport_parameters == b"ctp-late"

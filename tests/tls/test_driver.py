@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -265,3 +268,83 @@ def test_package_exports():
 
     assert t.client_handshake is driver.client_handshake
     assert t.server_handshake is driver.server_handshake
+
+
+class _UpgradingServer(FakeQuicSocket):
+    """A server whose transport parameters change once the client's are set, as
+    the engine's do after a compatible version upgrade (RFC 9368)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.log: list[str] = []
+
+    def getsockopt(self, level, opt, buflen=None):
+        if level == abi.SOL_QUIC and opt == abi.SockOpt.TRANSPORT_PARAM_EXT:
+            self.log.append("get")
+            self.tp = b"tp-v2" if self.state.peer_tp is not None else b"tp-v1"
+        return super().getsockopt(level, opt, buflen)
+
+    def setsockopt(self, level, opt, value) -> None:
+        if level == abi.SOL_QUIC and opt == abi.SockOpt.TRANSPORT_PARAM_EXT:
+            self.log.append("set")
+        super().setsockopt(level, opt, value)
+
+
+def test_server_sets_peer_transport_params_before_reading_its_own(pki):
+    c = FakeQuicSocket(False, b"client-tp")
+    s = _UpgradingServer(True, b"")
+    c.peer, s.peer = s, c
+    cr, sr = run_pair(
+        lambda k: driver.client_handshake(k, "localhost", "h3", cafile=pki.ca, timeout=5),
+        lambda k: driver.server_handshake(k, pki.server_cert, pki.server_key, alpns="h3",
+                                          timeout=5),
+        c, s,
+    )
+    assert isinstance(cr, driver.HandshakeResult), cr
+    assert isinstance(sr, driver.HandshakeResult), sr
+    assert s.log == ["set", "get"]
+    assert s.state.peer_tp == b"client-tp"
+    assert c.state.peer_tp == b"tp-v2"  # the EncryptedExtensions carried the late value
+    assert cr.peer_transport_parameters == b"tp-v2"
+
+
+class _DyingSocket(FakeQuicSocket):
+    """A client whose connection is closed by the peer while it waits."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.dead = False
+
+    def kill(self) -> None:
+        self.dead = True
+        os.write(self._w, b"x")  # the kernel's poll reports a closed socket readable
+
+    def recvmsg(self, bufsize, ancbufsize=0, flags=0):
+        if self.dead:
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return super().recvmsg(bufsize, ancbufsize, flags)
+
+    def getsockopt(self, level, opt, buflen=None):
+        if level == socket.SOL_SOCKET and opt == socket.SO_ERROR:
+            return errno.ECONNRESET if self.dead else 0
+        if level == abi.SOL_QUIC and opt == abi.SockOpt.CONNECTION_CLOSE:
+            return abi.ConnectionClose(0x10A, 0, b"peer said no").pack()
+        return super().getsockopt(level, opt, buflen)
+
+
+def test_connection_closed_during_handshake_fails_fast_with_its_errno(pki):
+    c = _DyingSocket(False, b"ctp")
+    s = FakeQuicSocket(True, b"stp")
+    c.peer, s.peer = s, c
+    s.tamper = lambda level, data: None  # the server's flight never arrives
+    timer = threading.Timer(0.3, c.kill)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ConnectionResetError) as ei:
+            driver.client_handshake(c, "localhost", "h3", cafile=pki.ca, timeout=30)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 15  # woken by readiness, not by the 30 s timeout
+    assert ei.value.errno == errno.ECONNRESET
+    assert "0x10a" in str(ei.value) and "peer said no" in str(ei.value)

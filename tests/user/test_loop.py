@@ -137,7 +137,7 @@ def test_reader_and_reschedule() -> None:
         loop.add_client(client)
         with loop.lock:
             client.when = time.monotonic() + 0.02
-            loop.reschedule(client.when)
+            loop.schedule(client)
         assert client.fired.wait(2.0)
         gen = loop.generation
         with loop.lock:
@@ -157,3 +157,74 @@ def test_shared_loop_idle_after_tests() -> None:
     # The process-wide loop must not keep a thread without sockets.
     LOOP.join_stopped()
     assert not LOOP.running or LOOP._readers or LOOP._clients
+
+
+class _CountingClient(_Client):
+    def __init__(self, when: float) -> None:
+        super().__init__(when)
+        self.asked = 0
+
+    def _io_next_timer(self) -> float | None:
+        self.asked += 1
+        return self.when
+
+
+class _Ticker(_Client):
+    """Re-arms itself ``n`` times, a few ms apart."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(time.monotonic() + 0.002)
+        self.left = n
+
+    def _io_timer(self, now: float) -> None:
+        self.left -= 1
+        if self.left > 0:
+            self.when = now + 0.002
+        else:
+            self.when = None
+            self.fired.set()
+
+
+def test_idle_clients_cost_nothing_per_iteration() -> None:
+    """1,000 idle connections: the timer heap does not ask them at every wake-up."""
+    loop = IOLoop()
+    idle = [_CountingClient(time.monotonic() + 3600) for _ in range(1000)]
+    ticker = _Ticker(30)
+    try:
+        for c in idle:
+            loop.add_client(c)
+        loop.add_client(ticker)
+        assert ticker.fired.wait(30.0)
+        with loop.lock:
+            assert max(c.asked for c in idle) <= 2
+            assert not any(c.fired.is_set() for c in idle)
+    finally:
+        for c in [*idle, ticker]:
+            loop.remove_client(c)
+        loop.join_stopped()
+    assert not loop.running
+
+
+def test_timer_moved_earlier_and_later() -> None:
+    loop = IOLoop()
+    a = _Client(time.monotonic() + 3600)
+    b = _Client(time.monotonic() + 3600)
+    try:
+        loop.add_client(a)
+        loop.add_client(b)
+        with loop.lock:
+            b.when = time.monotonic() + 0.01  # earlier: wakes the thread
+            loop.schedule(b)
+            a.when = time.monotonic() + 0.02
+            loop.schedule(a)
+            a.when = time.monotonic() + 3600  # later again: the old entry goes stale
+            loop.schedule(a)
+        assert b.fired.wait(30.0)
+        time.sleep(0.1)
+        assert not a.fired.is_set()
+        with loop.lock:
+            assert len(loop._heap) <= 4
+    finally:
+        loop.remove_client(a)
+        loop.remove_client(b)
+        loop.join_stopped()

@@ -202,3 +202,148 @@ def test_backlog_full_refuses() -> None:
         finally:
             for c in clients:
                 c.close()
+
+
+def _handshake_pair(lst: QuicSocket, cert, client: QuicSocket) -> QuicSocket:
+    """Accept and handshake one connection (server in a thread); the server socket."""
+    from pyquic.tls.driver import client_handshake, server_handshake
+
+    out: dict[str, object] = {}
+
+    def serve() -> None:
+        try:
+            s, _ = lst.accept()
+            out["s"] = s
+            server_handshake(s, cert.certfile, cert.keyfile, alpns="h3", timeout=30)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            out["e"] = exc
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client_handshake(client, "localhost", "h3", cafile=cert.cafile, timeout=30)
+    t.join(30)
+    assert not t.is_alive() and "e" not in out, out.get("e")
+    srv = out["s"]
+    assert isinstance(srv, QuicSocket)
+    return srv
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory):
+    from tests.conformance.conftest import make_cert
+
+    return make_cert(str(tmp_path_factory.mktemp("user-cert")))
+
+
+def test_peer_close_during_handshake_fails_fast() -> None:
+    """The client's handshake fails as soon as the peer's CONNECTION_CLOSE arrives:
+    the readiness fd turns readable, recvmsg raises ENOTCONN (socket.c
+    quic_wait_for_packet) and the driver reports the cause (ECONNRESET)."""
+    from pyquic.tls.driver import client_handshake
+
+    with QuicSocket() as lst, QuicSocket() as c:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        lst.settimeout(30)
+        c.connect(lst.getsockname())
+
+        def refuse() -> None:
+            s, _ = lst.accept()
+            time.sleep(0.5)  # the client is waiting in poll() by now
+            s.setsockopt(SOL_QUIC, abi.SockOpt.CONNECTION_CLOSE,
+                         abi.ConnectionClose(0x77, 0, b"go away").pack())
+            s.close()
+
+        t = threading.Thread(target=refuse, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        with pytest.raises(ConnectionResetError) as ei:
+            client_handshake(c, "localhost", "h3", verify=False, timeout=30)
+        assert time.monotonic() - t0 < 20
+        assert ei.value.errno == errno.ECONNRESET
+        t.join(30)
+        # a dead connection polls readable and writable; receive is ENOTCONN, send EPIPE
+        r, w, _ = select.select([c], [c], [], 0)
+        assert r == [c] and w == [c]
+        with pytest.raises(OSError) as er:
+            c.recvmsg(100, 64)
+        assert er.value.errno == errno.ENOTCONN
+        assert "reset" in str(er.value).lower()
+        with pytest.raises(OSError) as es:
+            c.send(b"x", abi.MSG_SYN)
+        assert es.value.errno == errno.EPIPE
+        # SO_ERROR was taken by the driver: reported once, like sock_error()
+        assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+
+def test_so_error_reports_the_cause_once() -> None:
+    with QuicSocket() as c:
+        c.setsockopt(SOL_QUIC, abi.SockOpt.TRANSPORT_PARAM,
+                     abi.TransportParam(max_idle_timeout=1_000_000).pack())
+        hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        hole.bind(("127.0.0.1", 0))
+        try:
+            c.connect(hole.getsockname())
+            c.sendmsg([b"\x01\x00\x00\x04" + bytes(4)], [abi.handshake_info_cmsg(1)])
+            assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            # the idle timeout is max(idle, 3 PTO) during the handshake (RFC 9000 §10.1)
+            r, _, _ = select.select([c], [], [], 30)
+            assert r == [c]
+            with pytest.raises(OSError) as ei:
+                c.recvmsg(100, 64, socket.MSG_DONTWAIT)
+            assert ei.value.errno == errno.ENOTCONN
+            assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ETIMEDOUT
+            assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        finally:
+            hole.close()
+
+
+def test_blocked_recv_woken_by_peer_close(cert) -> None:
+    with QuicSocket() as lst, QuicSocket() as c:
+        lst.bind(("127.0.0.1", 0))
+        lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+        lst.listen(1)
+        lst.settimeout(30)
+        c.connect(lst.getsockname())
+        srv = _handshake_pair(lst, cert, c)
+        out: dict[str, BaseException] = {}
+
+        def reader() -> None:
+            try:
+                c.recv(100)  # blocking, no timeout
+            except OSError as exc:
+                out["e"] = exc
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        time.sleep(0.2)
+        srv.close()
+        t.join(30)
+        assert not t.is_alive()
+        assert isinstance(out.get("e"), OSError)
+        assert out["e"].errno == errno.ENOTCONN  # type: ignore[attr-defined]
+        assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET
+
+
+def test_local_protocol_error_reports_close_info_and_errno() -> None:
+    """Bad peer transport parameters: the engine closes with TRANSPORT_PARAMETER_ERROR
+    (RFC 9000 §7.4), CONNECTION_CLOSE reads it back and SO_ERROR names EPROTO."""
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hole.bind(("127.0.0.1", 0))
+    try:
+        with QuicSocket() as c:
+            c.connect(hole.getsockname())
+            with pytest.raises(OSError) as ei:
+                c.setsockopt(SOL_QUIC, abi.SockOpt.TRANSPORT_PARAM_EXT, b"\x00\x05abc")
+            assert ei.value.errno == errno.EINVAL
+            info = abi.ConnectionClose.unpack_prefix(
+                c.getsockopt(SOL_QUIC, abi.SockOpt.CONNECTION_CLOSE, abi.ConnectionClose.SIZE))
+            assert info.errcode == 0x08
+            r, w, _ = select.select([c], [c], [], 0)
+            assert r == [c] and w == [c]
+            with pytest.raises(OSError) as er:
+                c.recv(10)
+            assert er.value.errno == errno.ENOTCONN
+            assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EPROTO
+    finally:
+        hole.close()
