@@ -125,6 +125,24 @@ receive secret after the client's Finished (as libquic does): it then
 confirms the handshake, stops sending Handshake packets and sends NEW_TOKEN
 and HANDSHAKE_DONE.
 
+Fast paths (performance; same behaviour as the general code, which they
+fall back to for anything unusual): a 1-RTT datagram with one STREAM frame
+of the only stream with data (plus a piggybacked ACK) is built and sealed in
+``OutQueue._build_stream_fast``; a 1-RTT packet on the current path and key
+phase whose payload is one in-order STREAM frame (optionally after an ACK)
+goes straight to the receive queue (``_receive_short_fast``); after such a
+packet the flow-control updates, ACK timer and idle timer are brought up to
+date once per batch by ``_flush_rx`` (run by ``datagrams_to_send``,
+``next_timer`` and ``handle_timer``); ``datagrams_to_send`` returns at once
+when nothing can be sent; ACKed STREAM ranges of consecutive packets are
+acknowledged as one range.
+
+Peer error codes are 62-bit, the kernel ABI's errcode fields u32: events and
+the close info carry the code truncated to 32 bits (frame.c assigns the u64
+to the u32 field).  RETIRE_CONNECTION_ID frames waiting to be sent are
+bounded (RFC 9000 §5.1.2): more than 4x our active_connection_id_limit
+queued closes with CONNECTION_ID_LIMIT_ERROR.
+
 Not implemented: ECN; retransmitting 0-RTT in the original
 version after a compatible upgrade; without ``hold_initial_after_vn`` the
 ClientHello is resent as is after Version Negotiation (as the kernel does;
@@ -142,15 +160,19 @@ from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+
 from .. import abi
 from ..abi import CryptoLevel, EventType, StreamState
 from . import frame as fr
+from .common import Buffer
 from .cong import Pacer, RttEstimator, new_congestion_control
 from .connid import DestConnIdSet, SourceConnIdSet
 from .crypto import PacketKey, hash_for_cipher, initial_keys
 from .endpoint import TOKEN_NEW, TOKEN_RETRY, make_token, open_token, reset_token
 from .errors import (
     APPLICATION_ERROR,
+    CONNECTION_ID_LIMIT_ERROR,
     CONNECTION_REFUSED,
     CRYPTO_BUFFER_EXCEEDED,
     CRYPTO_ERROR,
@@ -233,6 +255,11 @@ TOKEN_MAX_LEN = 120
 TICKET_MIN_LEN, TICKET_MAX_LEN = 64, 4096
 TP_EXT_MAX_LEN = 512
 S32_MAX = 0x7FFFFFFF
+_U32 = 0xFFFFFFFF
+_VARINT_MASK = (0, 0x3F, 0x3FFF, 0, 0x3FFFFFFF, 0, 0, 0, 0x3FFFFFFFFFFFFFFF)  # the kernel ABI's error code fields are u32 (frame.c truncates)
+# RFC 9000 §5.1.2: RETIRE_CONNECTION_ID frames waiting to be sent, at most this
+# many times our active_connection_id_limit (then CONNECTION_ID_LIMIT_ERROR)
+RETIRE_PENDING_FACTOR = 4
 CRYPTO_RECV_LIMIT = 64 * 1024  # per level, before CRYPTO_BUFFER_EXCEEDED
 CID_LEN = 8
 SNDBUF_MIN = 64 * 1024
@@ -426,6 +453,9 @@ class QuicConnection:
         self._tp_given = False  # our transport parameters were handed out
         self._fallback: tuple[Addr, Addr] | None = None
         self._early_pns: set[int] = set()  # 0-RTT packets sent (client)
+        self._retire_queued = 0  # RETIRE_CONNECTION_ID frames ever queued
+        self._rx_dirty = False  # the fast receive path deferred work (_flush_rx)
+        self._rx_dcid_seq: int | None = None  # seq of the DCID of the packet in hand
 
     # ================================================================ helpers
     @property
@@ -471,7 +501,9 @@ class QuicConnection:
         return pool & 1
 
     def _event(self, ev: Any) -> None:
-        self.inq.push_event(int(ev.TYPE), ev.pack())
+        etype = int(ev.TYPE)
+        if self.inq.events & (1 << etype):  # packed only when enabled
+            self.inq.push_event(etype, ev.pack())
 
     def _apply_local_stream_params(self) -> None:
         tp = self.local_tp
@@ -881,6 +913,19 @@ class QuicConnection:
     def receive_datagram(self, data: bytes, remote: Addr, local: Addr, now: float) -> None:
         """Process one UDP datagram from ``remote`` received on ``local``."""
         self._now = now
+        if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
+                and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
+                and remote == self.paths.remote \
+                and (not self.per_path_io or local == self.paths.local):
+            try:
+                if self._receive_short_fast(data, remote, local, now):
+                    return
+            except QuicError as e:
+                self._close_transport(e.error_code, e.frame_type or 0, e.reason)
+                return
+            except (ValueError, LookupError) as e:  # defensive: never crash the caller
+                self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
+                return
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return
         if self.state == ConnState.CLOSING:
@@ -943,6 +988,140 @@ class QuicConnection:
         self._queue_flow_updates()
         self._set_ack_timer()
 
+    def _receive_short_fast(self, data: bytes, remote: Addr, local: Addr, now: float) -> bool:
+        """A 1-RTT packet on the current path in the current key phase: header
+        protection and AEAD removed inline, and a payload that is one in-order
+        STREAM frame goes straight to the receive queue.  Returns False, with
+        nothing changed, whenever the general path must handle the datagram
+        (unknown DCID, key phase change, late packet, failed decryption,
+        duplicate ...).  Flow-control updates, the ACK timer and the idle
+        timer are brought up to date once per batch, by ``_flush_rx`` (called
+        from ``datagrams_to_send``, ``next_timer`` and ``handle_timer``)."""
+        dlen = len(self.scid) or CID_LEN
+        pn_off = 1 + dlen
+        n = len(data)
+        if n < pn_off + 20:
+            return False
+        dcid = bytes(data[1:pn_off])
+        entry = self.source._by_cid.get(dcid)
+        key = self._recv_keys[APP]
+        if entry is None or key is None:
+            return False
+        mask = key.hp_mask(bytes(data[pn_off + 4:pn_off + 20]))  # RFC 9001 §5.4.2
+        first = data[0] ^ (mask[0] & 0x1F)
+        phase = self.key_phase ^ 1 if self._key_pending else self.key_phase
+        if (first >> 2) & 1 != phase or first & 0x18:
+            return False  # key update or reserved bits: the general path decides
+        pn_len = (first & 3) + 1
+        pn_end = pn_off + pn_len
+        trunc = int.from_bytes(data[pn_off:pn_end], "big") ^ int.from_bytes(
+            mask[1:1 + pn_len], "big")
+        pns = self.spaces[APP]
+        pn = decode_packet_number(trunc, pn_len, pns.largest_received)
+        if pn < self._key_phase_start_pn:
+            return False
+        aad = b"".join((bytes((first,)), dcid, trunc.to_bytes(pn_len, "big")))
+        try:
+            payload = key._aead.decrypt((key._iv_int ^ pn).to_bytes(12, "big"),
+                                        data[pn_end:], aad)
+        except InvalidTag:
+            return False
+        if pns.is_duplicate(pn):
+            return False
+        # --- authenticated: from here on the packet is processed
+        paths = self.paths
+        if not paths.validated:
+            paths.on_received(n)
+        self._rx_dcid_seq = entry.seq
+        self._rx_addr = (remote, local)
+        ft = payload[0] if payload else 0
+        ack = None
+        start = 0
+        if ft == 0x02:  # ACK then (maybe) STREAM: request/response traffic
+            ack, start = _parse_ack(payload)
+            ft = payload[start] if ack is not None and start < len(payload) else 0
+        if 0x08 <= ft <= 0x0F and self._stream_fast(payload, ft, start):
+            eliciting = True
+            self._rx_nonprobing = True
+            if ack is not None:
+                self._on_ack(APP, ack, now)
+                if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+                    return True
+        else:
+            self._rx_nonprobing = False
+            frames = fr.parse_frames(payload, int(PacketType.ONE_RTT))
+            eliciting = self._process_frames(APP, frames, now, PacketType.ONE_RTT)
+            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+                return True
+        pns.on_packet_received(pn, now, eliciting)
+        if self._rx_nonprobing:
+            self._peer_last_dcid = dcid
+        self._last_activity = now
+        self._eliciting_since_recv = False
+        self._rx_dirty = True
+        return True
+
+    def _stream_fast(self, payload: bytes, ft: int, start: int = 0) -> bool:
+        """Deliver a payload that is exactly one STREAM frame continuing an
+        open stream in order (RFC 9000 §19.8); False (nothing changed) for
+        anything else: new stream, FIN, gaps, flow-control excess ..."""
+        end_all = len(payload)
+        pos = start + 1
+        if end_all <= pos:
+            return False
+        w = 1 << (payload[pos] >> 6)
+        sid = int.from_bytes(payload[pos:pos + w], "big") & _VARINT_MASK[w]
+        pos += w
+        offset = 0
+        if ft & 0x04:
+            if pos >= end_all:
+                return False
+            w = 1 << (payload[pos] >> 6)
+            offset = int.from_bytes(payload[pos:pos + w], "big") & _VARINT_MASK[w]
+            pos += w
+        if ft & 0x02:
+            if pos >= end_all:
+                return False
+            w = 1 << (payload[pos] >> 6)
+            length = int.from_bytes(payload[pos:pos + w], "big") & _VARINT_MASK[w]
+            pos += w
+            if pos > end_all or pos + length != end_all:
+                return False  # more frames follow (or truncated): general path
+        else:
+            length = end_all - pos
+        if ft & 0x01 or not length or pos > end_all:
+            return False
+        st = self.streams.streams.get(sid)
+        if st is None:
+            return False
+        recv = st.recv
+        if recv is None or recv.state != StreamState.RECV_RECV or recv.stop_sent \
+                or recv._ready or recv._starts or offset != recv._contig or not recv.highest:
+            return False
+        end = offset + length
+        streams = self.streams
+        grow = end - recv.highest
+        if end > recv.max_data or grow > streams.recv_max_data - streams.recv_highest:
+            return False  # the general path raises FLOW_CONTROL_ERROR
+        # what on_data + read(consume=False) + push_stream do for in-order data
+        recv.highest = end
+        streams.recv_highest += grow
+        recv._contig = end
+        recv.read_offset = end
+        self.inq.push_stream(sid, payload[pos:] if pos else payload, False)
+        return True
+
+    def _flush_rx(self) -> None:
+        """Work deferred by the fast receive path, once per batch of datagrams:
+        flow-control updates, the ACK timer and the idle timer (RFC 9000 §10.1)."""
+        self._rx_dirty = False
+        if self.is_closed:
+            return
+        if self._idle_timeout:
+            self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
+        self._queue_flow_updates()
+        self._set_ack_timer()
+
     def _receive_packet(self, data: bytes, hdr: Any, remote: Addr, local: Addr,
                         now: float) -> bool:
         ptype = hdr.packet_type
@@ -978,8 +1157,10 @@ class QuicConnection:
                     and self.state == ConnState.ESTABLISHING:
                 self._backlog.append((bytes(data[hdr.offset:hdr.packet_end]), remote, local))
             return False
-        if self.source.lookup(hdr.dcid) is None and hdr.dcid != self.orig_dcid:
+        dcid_entry = self.source.lookup(hdr.dcid)
+        if dcid_entry is None and hdr.dcid != self.orig_dcid:
             return False
+        self._rx_dcid_seq = dcid_entry.seq if dcid_entry is not None else None
         pns = self.spaces[space]
         if ptype == PacketType.ONE_RTT and self.plaintext_1rtt:
             return self._receive_plaintext(data, hdr, pns, now)
@@ -1175,13 +1356,13 @@ class QuicConnection:
                 # data is purged (its flow-control credit was returned above)
                 self.inq.drop_stream(f.stream_id)
                 self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.RECV_RESET_RECVD),
-                                                  f.error_code, f.final_size))
+                                                  f.error_code & _U32, f.final_size))
         elif t is fr.StopSendingFrame:
             final = streams.on_stop_sending(f.stream_id, f.error_code, f.type)
             if final is not None:
                 self.outq.push_ctrl(APP, fr.ResetStreamFrame(f.stream_id, f.error_code, final))
                 self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.SEND_RESET_SENT),
-                                                  f.error_code, final))
+                                                  f.error_code & _U32, final))
         elif t is fr.DataBlockedFrame:
             v = streams.on_data_blocked(f.limit)
             if v is not None:
@@ -1197,11 +1378,20 @@ class QuicConnection:
         elif t is fr.NewConnectionIdFrame:
             for seq in self.dest.on_new_connection_id(
                     f.seq, f.retire_prior_to, f.connection_id, f.stateless_reset_token, f.type):
-                self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(seq))
+                self._queue_retire(seq)
             self.dcid = self.dest.active.cid
+            if self._retire_queued > RETIRE_PENDING_FACTOR * self.dest.max_count and sum(
+                    1 for x in self.outq.ctrl[APP]
+                    if type(x) is fr.RetireConnectionIdFrame) > \
+                    RETIRE_PENDING_FACTOR * self.dest.max_count:
+                # RFC 9000 §5.1.2 (cf. quic-go CVE-2024-22189): a peer that
+                # makes us retire IDs faster than we can send the frames
+                # (it withholds ACKs, so the congestion window stays full)
+                raise QuicError(CONNECTION_ID_LIMIT_ERROR, f.type,
+                                "too many RETIRE_CONNECTION_ID queued")
         elif t is fr.RetireConnectionIdFrame:
             before = self.source.first_number
-            for c in self.source.on_retire(f.seq, None, f.type):
+            for c in self.source.on_retire(f.seq, self._rx_dcid_seq, f.type):
                 self.outq.push_ctrl(APP, fr.NewConnectionIdFrame(
                     c.seq, c.retire_prior_to, c.cid, c.token))
             if self.source.first_number != before:
@@ -1243,6 +1433,11 @@ class QuicConnection:
             if not self.local_tp["max_datagram_frame_size"]:
                 raise QuicError(PROTOCOL_VIOLATION, f.type, "DATAGRAM not negotiated")
             self.inq.push_datagram(f.data)
+
+    def _queue_retire(self, seq: int) -> None:
+        """Send RETIRE_CONNECTION_ID for ``seq``; tracked until acknowledged."""
+        self._retire_queued += 1
+        self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(seq))
 
     def _first_flight_only(self) -> bool:
         """Client still waits for the server's first packet (Retry / VN allowed)."""
@@ -1388,7 +1583,7 @@ class QuicConnection:
                 self.dest.swap_active()
                 self.dcid = self.dest.active.cid
                 if self.dest.retire(old.seq):
-                    self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(old.seq))
+                    self._queue_retire(old.seq)
             self.dest.clear_alt()
         data = paths.start_challenge(0, now, self._path_timeout())
         self._migration_local = 0
@@ -1445,7 +1640,7 @@ class QuicConnection:
             dest.swap_active()
             self.dcid = dest.active.cid
             if dest.retire(old.seq):
-                self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(old.seq))
+                self._queue_retire(old.seq)
         dest.clear_alt()
         if not _same_host(paths.remote, old_remote):
             self._reset_path_state()
@@ -1497,9 +1692,11 @@ class QuicConnection:
         # frame.c quic_frame_connection_close_process: the event and the
         # close info carry the peer's code, frame type (u8) and phrase
         phrase = bytes(f.reason[:63]).split(b"\0", 1)[0]
+        # (the kernel's errcode fields are u32: a 62-bit code is truncated)
         ftype = 0 if f.application else f.frame_type & 0xFF
-        self._set_close_info(f.error_code, ftype, phrase)
-        self._event(abi.ConnectionCloseEvent(f.error_code, ftype, phrase))
+        code = f.error_code & _U32
+        self._set_close_info(code, ftype, phrase)
+        self._event(abi.ConnectionCloseEvent(code, ftype, phrase))
         self.error = errno.ECONNRESET
         self.state = ConnState.DRAINING
         self.timers.stop_all()
@@ -1522,14 +1719,32 @@ class QuicConnection:
                 delay = (f.ack_delay << self.remote_tp["ack_delay_exponent"]) / 1e6
             rtt.update(now - newest.sent_time, delay, self.handshake_confirmed, now)
         cc = self.cc
-        outq = self.outq
+        ack_record = self.outq.ack_record
+        # consecutive STREAM records of one stream (bulk data) are acknowledged
+        # as one range: one SendStream.on_acked call instead of one per packet
+        run_sid = -1
+        run_off = run_end = 0
         for p in acked:
             if p.is_pmtu_probe:
                 self._pmtu_on_probe_acked(p.size, now)
             if p.in_flight:
                 cc.on_packet_acked(p.size, p.sent_time, now, rtt)
-            if p.frames:
-                outq.on_acked(self, p, space)
+            for rec in p.frames:
+                if rec[0] == REC_STREAM and not rec[4]:
+                    if rec[1] == run_sid and rec[2] == run_end:
+                        run_end += rec[3]
+                        continue
+                    if run_sid >= 0:
+                        self._stream_acked((REC_STREAM, run_sid, run_off, run_end - run_off,
+                                            False))
+                    run_sid, run_off, run_end = rec[1], rec[2], rec[2] + rec[3]
+                    continue
+                if run_sid >= 0:
+                    self._stream_acked((REC_STREAM, run_sid, run_off, run_end - run_off, False))
+                    run_sid = -1
+                ack_record(self, rec, space)
+        if run_sid >= 0:
+            self._stream_acked((REC_STREAM, run_sid, run_off, run_end - run_off, False))
         self._detect_and_handle_loss(space, now)
         self.pto_count = 0
         self.pacer.update(cc.congestion_window, rtt.smoothed_rtt)
@@ -1689,7 +1904,7 @@ class QuicConnection:
         if t is fr.ResetStreamFrame:
             if self.streams.on_reset_acked(f.stream_id):
                 self._event(abi.StreamUpdateEvent(f.stream_id, int(StreamState.SEND_RESET_RECVD),
-                                                  f.error_code, f.final_size))
+                                                  f.error_code & _U32, f.final_size))
         elif t is fr.StreamsBlockedFrame:
             self.streams.on_streams_blocked_acked(f.uni)
         elif t is fr.NewTokenFrame:
@@ -1711,12 +1926,18 @@ class QuicConnection:
 
     def _collect(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         self._now = now
+        if self._rx_dirty:
+            self._flush_rx()
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return []
         if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
             return []
         self._queue_flow_updates()
         self._queue_path_responses()
+        if self.state is ConnState.ESTABLISHED and self._nothing_to_send(now):
+            self._set_loss_timer()
+            self._set_ack_timer()
+            return []
         dgrams = self.outq.build_datagrams(self, now)
         if self.state == ConnState.CLOSING and dgrams:
             self._close_sent_at = now
@@ -1738,6 +1959,32 @@ class QuicConnection:
         self._set_loss_timer()
         self._set_ack_timer()
         return out
+
+    def _nothing_to_send(self, now: float) -> bool:
+        """Cheap check that the packer would build nothing now (empty flushes
+        are frequent: the socket layer flushes after every batch and send)."""
+        outq = self.outq
+        if outq.close_pending or outq.dgrams or self._pmtu_pending or self._path_responses \
+                or self._probe_out or not self.handshake_confirmed:
+            return False
+        if self.streams._pending_send and not outq.cork:
+            return False
+        probes = outq.probes
+        ctrl = outq.ctrl
+        spaces = self.spaces
+        keys = self._send_keys
+        for i in (INITIAL, HANDSHAKE, APP):
+            if probes[i] or ctrl[i]:
+                return False
+            if keys[i] is None:
+                continue
+            if outq.crypto[i].has_pending():
+                return False
+            sp = spaces[i]
+            if sp.ack_pending and (sp.ack_needed or (sp.ack_deadline is not None
+                                                     and now >= sp.ack_deadline)):
+                return False
+        return True
 
     def _queue_path_responses(self) -> None:
         pend = self.paths.pending_responses
@@ -1806,11 +2053,15 @@ class QuicConnection:
     # =============================================================== timers
     def next_timer(self) -> float | None:
         """The earliest deadline at which ``handle_timer`` must run."""
+        if self._rx_dirty:
+            self._flush_rx()
         return self.timers.next()
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline has passed."""
         self._now = now
+        if self._rx_dirty:
+            self._flush_rx()
         timers = self.timers
         for kind in timers.expired(now):
             timers.stop(kind)
@@ -1967,8 +2218,8 @@ class QuicConnection:
         # outqueue.c quic_outq_transmit_close: event and close info carry the
         # code and frame type; the close info also keeps the phrase we send
         phrase = reason.encode()[:63]
-        self._set_close_info(code, ftype & 0xFF, phrase)
-        self._event(abi.ConnectionCloseEvent(code, ftype & 0xFF, b""))
+        self._set_close_info(code & _U32, ftype & 0xFF, phrase)
+        self._event(abi.ConnectionCloseEvent(code & _U32, ftype & 0xFF, b""))
         self.error = errno.EPROTO
         f = fr.ConnectionCloseFrame(code, ftype, phrase)
         self._enter_closing(f, self._now)
@@ -2140,7 +2391,7 @@ class QuicConnection:
             raise _oserr(errno.EINVAL)
         if info.dest:
             for seq in self.dest.set_connection_id(info.prior_to, info.active):
-                self.outq.push_ctrl(APP, fr.RetireConnectionIdFrame(seq))
+                self._queue_retire(seq)
             self.dcid = self.dest.active.cid
             if info.prior_to:
                 self._event(abi.ConnectionIdEvent(1, self.dest.active_seq,
@@ -2431,6 +2682,17 @@ class QuicConnection:
 def _same_host(a: Addr, b: Addr) -> bool:
     return isinstance(a, tuple) and isinstance(b, tuple) and bool(a) and bool(b) \
         and a[0] == b[0]
+
+
+def _parse_ack(payload: bytes) -> tuple[fr.AckFrame | None, int]:
+    """An ACK frame (type 0x02) at the start of ``payload`` and the position
+    after it; (None, 0) if it does not parse (the general parser reports it)."""
+    b = Buffer(payload, 1)
+    try:
+        f = fr._p_ack(b, 0x02)
+    except (QuicError, ValueError):
+        return None, 0
+    return f, b.pos  # type: ignore[return-value]
 
 
 def _vsize(v: int) -> int:

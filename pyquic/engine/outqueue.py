@@ -28,7 +28,7 @@ from collections import deque
 from typing import Any
 
 from . import frame as fr
-from .common import varint_size
+from .common import encode_varint, varint_size
 from .packet import (
     PacketType,
     encode_long_header,
@@ -53,6 +53,9 @@ REC_PATH = 10  # PATH_CHALLENGE / PATH_RESPONSE: never retransmitted
 REC_CLOSE = 11
 
 MIN_INITIAL_DATAGRAM = 1200  # RFC 9000 §14.1
+_VARINT_PREFIX = {1: 0, 2: 0x4000, 4: 0x80000000, 8: 0xC000000000000000}  # RFC 9000 §16
+_PN_MASK = (0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF)
+_SID_CACHE: dict[int, bytes] = {}
 _SAMPLE_LEN = 16
 _TAG_LEN = 16
 _MAX_DATAGRAMS_PER_CALL = 256
@@ -279,22 +282,34 @@ class OutQueue:
 
     def on_acked(self, conn: Any, packet: SentPacket, space: int) -> None:
         for rec in packet.frames:
-            kind = rec[0]
-            if kind == REC_STREAM:
-                conn._stream_acked(rec)
-            elif kind == REC_ACK:
-                conn.spaces[space].on_ack_of_ack(rec[1])
-            elif kind == REC_CRYPTO:
-                self.crypto[rec[1]].on_acked(rec[2], rec[3], False)
-            elif kind == REC_CTRL:
-                conn._ctrl_acked(rec[1])
+            self.ack_record(conn, rec, space)
+
+    def ack_record(self, conn: Any, rec: tuple[Any, ...], space: int) -> None:
+        """Act on the acknowledgement of one record of a sent packet."""
+        kind = rec[0]
+        if kind == REC_STREAM:
+            conn._stream_acked(rec)
+        elif kind == REC_ACK:
+            conn.spaces[space].on_ack_of_ack(rec[1])
+        elif kind == REC_CRYPTO:
+            self.crypto[rec[1]].on_acked(rec[2], rec[3], False)
+        elif kind == REC_CTRL:
+            conn._ctrl_acked(rec[1])
 
     # -------------------------------------------------------------- packing
     def build_datagrams(self, conn: Any, now: float) -> list[bytes]:
         """Pack everything sendable now into datagrams for the active path."""
         out: list[bytes] = []
         paths = conn.paths
+        fast = self._fast_ok(conn)
         for _ in range(_MAX_DATAGRAMS_PER_CALL):
+            if fast and not self.ctrl[APP] and not self.dgrams and not self.probes[APP]:
+                d = self._build_stream_fast(conn, now, paths.max_datagram_size())
+                if d:
+                    out.append(d)
+                    continue
+                if d is not None:
+                    break  # congestion window or pacer: nothing more now
             size_limit = paths.max_datagram_size()
             allowance = paths.send_allowance()
             if allowance is not None:
@@ -309,6 +324,109 @@ class OutQueue:
             if self.close_pending:
                 break  # one CONNECTION_CLOSE datagram at a time
         return out
+
+    def _fast_ok(self, conn: Any) -> bool:
+        """The common bulk case, checked once per flush: only 1-RTT keys left
+        (Initial and Handshake discarded), a validated path, no close, no
+        cork, no CRYPTO data, no greasing and real packet protection."""
+        keys = conn._send_keys
+        return (keys[APP] is not None and keys[INITIAL] is None and keys[HANDSHAKE] is None
+                and not conn.use_early and not conn.plaintext_1rtt and not self.cork
+                and not self.close_pending and conn.paths.validated
+                and not conn.remote_tp["grease_quic_bit"]
+                and not self.crypto[APP].has_pending())
+
+    def _build_stream_fast(self, conn: Any, now: float, size_limit: int) -> bytes | None:
+        """One 1-RTT datagram holding one STREAM frame of the only stream with
+        data, built and sealed in one go (the bulk-transfer hot path).
+
+        Returns the datagram; ``b""`` when the congestion window or the pacer
+        allow nothing now (the general packer would send nothing either);
+        None when the general packer must decide (an ACK to send, several
+        streams, retransmission bookkeeping it owns ...).  Same wire format
+        rules as the general packer; the STREAM frame is the last one of the
+        packet, so it has no Length field (RFC 9000 §19.8)."""
+        pns = conn.spaces[APP]
+        pending = conn.streams._pending_send
+        if not pending:
+            # nothing but maybe an ACK: the general packer decides about it
+            return b"" if not pns.ack_pending else None
+        if len(pending) != 1:
+            return None
+        for st in pending.values():
+            break
+        send = st.send
+        if send is None or not send.has_data():
+            del pending[st.id]  # as the scheduler does (QuicStreamTable.sendable)
+            return b"" if not pns.ack_pending else None
+        cc = conn.cc
+        if cc.bytes_in_flight + size_limit > cc.congestion_window:
+            return b""  # RFC 9002 §7
+        pacer = conn.pacer
+        t = pacer.next_send_time(now)
+        if t is not None and t > now + 1e-6:  # RFC 9002 §7.7
+            conn.arm_pacing(t)
+            return b""
+        pn = pns.next_pn
+        largest = pns.largest_acked
+        pn_len = ((pn + 1 if largest < 0 else pn - largest).bit_length() + 8) >> 3
+        if pn_len < 2:
+            pn_len = 2
+        elif pn_len > 4:
+            return None
+        dcid = conn.dcid
+        sid = st.id
+        # fixed-width offset: wide enough for any offset next_chunk may return
+        wo = send.write_offset
+        owidth = 1 if wo < 0x40 else 2 if wo < 0x4000 else 4 if wo < 0x40000000 else 8
+        sid_enc = _SID_CACHE.get(sid)
+        if sid_enc is None:
+            sid_enc = encode_varint(sid)
+            if len(_SID_CACHE) < 1024:
+                _SID_CACHE[sid] = sid_enc
+        ack = b""
+        ranges: list[tuple[int, int]] = []
+        if pns.ack_pending:
+            # piggyback the ACK on the data (RFC 9000 §13.2.1), as the general
+            # packer does when there is something ack-eliciting to send
+            ranges = pns.ack_ranges()
+            if not ranges:
+                return None
+            delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
+            ack = fr.AckFrame(ranges, delay).encode()
+            if len(ack) > 256:
+                return None
+        room = size_limit - (1 + len(dcid) + pn_len + _TAG_LEN) - (
+            1 + len(sid_enc) + owidth + len(ack))
+        if room < 1:
+            return None
+        chunk = send.next_chunk(room)
+        if chunk is None:
+            return None
+        off, data, fin = chunk
+        ftype = 0x0D if fin else 0x0C  # STREAM with OFF, without LEN
+        payload = b"".join((ack, bytes((ftype,)), sid_enc,
+                            (off | _VARINT_PREFIX[owidth]).to_bytes(owidth, "big"), data))
+        key = conn._send_keys[APP]
+        first = 0x44 | pn_len - 1 if conn.key_phase else 0x40 | pn_len - 1
+        tpn = pn & _PN_MASK[pn_len]
+        header = b"".join((bytes((first,)), dcid, tpn.to_bytes(pn_len, "big")))
+        ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), payload, header)
+        s = 4 - pn_len  # RFC 9001 §5.4.2 sample
+        mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
+        tpn ^= int.from_bytes(mask[1:1 + pn_len], "big")
+        dgram = b"".join((bytes((first ^ (mask[0] & 0x1F),)), dcid,
+                          tpn.to_bytes(pn_len, "big"), ct))
+        pns.next_pn = pn + 1
+        rec = (REC_STREAM, sid, off, len(data), fin)
+        if ack:
+            pns.on_ack_sent()
+            largest_ack = ranges[0][1]
+            conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), True, True,
+                                                 [(REC_ACK, largest_ack), rec], largest_ack))
+        else:
+            conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), True, True, [rec]))
+        return dgram
 
     def _build_one(self, conn: Any, now: float, size_limit: int) -> bytes | None:
         pkts: list[_Pkt] = []

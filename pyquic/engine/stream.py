@@ -449,8 +449,13 @@ class SendStream:
             return False
         end = offset + length
         if length:
-            self._lost.subtract(offset, end)
-            if end > self._base:
+            if self._lost:
+                self._lost.subtract(offset, end)
+            if offset <= self._base < end and not self._acked:
+                # in-order acknowledgement (the common case): advance the base
+                del self._buf[: end - self._base]
+                self._base = end
+            elif end > self._base:
                 self._acked.add(max(offset, self._base), end)
                 first = self._acked.first()
                 if first is not None and first[0] <= self._base:

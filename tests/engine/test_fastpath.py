@@ -1,0 +1,195 @@
+"""The connection's fast paths (1-RTT STREAM send/receive, empty flushes,
+batched ACK handling) against the general code: same bytes on the wire, same
+errors, and actually taken in a bulk transfer."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pyquic import abi
+from pyquic.abi import EventType, StreamState
+from pyquic.engine import frame as fr
+from pyquic.engine import packet as pk
+from pyquic.engine.common import encode_varint
+from pyquic.engine.connection import ConnState, QuicConnection
+from pyquic.engine.errors import FLOW_CONTROL_ERROR, FRAME_ENCODING_ERROR
+from pyquic.engine.outqueue import OutQueue
+
+from .netsim import CLIENT_ADDR, SERVER_ADDR, NetSim, StreamReceiver, StreamSender
+
+APP = 2
+NEW, FIN = 0x400, 0x200
+
+
+def _established(seed: int = 5, **kw: Any) -> NetSim:
+    sim = NetSim(seed=seed, **kw)
+    assert sim.handshake()
+    assert sim.run(lambda s: s.client.handshake_confirmed, max_time=5)
+    sim.run(lambda s: False, max_time=0.2)  # let NEW_CONNECTION_ID etc. settle
+    return sim
+
+
+def _inject(src: QuicConnection, dst: QuicConnection, payload: bytes,
+            src_addr: object = CLIENT_ADDR, dst_addr: object = SERVER_ADDR,
+            now: float = 0.0) -> None:
+    """A 1-RTT packet from ``src`` with ``payload``, protected with its real key."""
+    pns = src.spaces[APP]
+    pn = pns.next_pn
+    pns.next_pn += 1
+    payload += bytes(max(0, pk.min_payload_len(4) - len(payload)))
+    hdr = pk.encode_short_header(src.dcid, pn, 4, key_phase=src.key_phase)
+    key = src.send_key(APP)
+    assert key is not None
+    dst.receive_datagram(pk.protect(key, hdr, payload, pn), src_addr, dst_addr,
+                         now or dst._now)
+
+
+def _open_stream(sim: NetSim) -> int:
+    """Client stream 0 with some data delivered, so the server knows it."""
+    sim.client.send_stream(0, b"hello", NEW, True)
+    assert sim.server is not None
+    srv = sim.server
+    assert sim.run(lambda s: srv.readable(), max_time=2)
+    item = srv.recv(65536)
+    assert item is not None and item.data == b"hello"
+    return 0
+
+
+def test_fast_send_packet_parses_with_the_general_parser() -> None:
+    sim = _established()
+    cli = sim.client
+    assert sim.server is not None
+    data = bytes(range(256)) * 20
+    cli.send_stream(0, data, NEW, True)
+    out: list[tuple[bytes, object]] = []
+    for i in range(50):  # the pacer spreads the datagrams out
+        out += cli.datagrams_to_send(sim.now + i * 0.01)
+    assert len(out) >= 4
+    key = sim.server._recv_keys[APP]
+    assert key is not None
+    got = b""
+    for d, _addr in out:
+        hdr = pk.parse_header(d, 0, len(sim.server.scid))
+        _first, _pn, payload = pk.unprotect(key, d, hdr, -1)
+        frames = fr.parse_frames(payload, int(pk.PacketType.ONE_RTT))
+        streams = [f for f in frames if isinstance(f, fr.StreamFrame)]
+        assert len(streams) == 1 and streams[0].stream_id == 0
+        assert streams[0].offset == len(got)
+        got += streams[0].data
+        assert len(d) <= cli.paths.max_datagram_size()
+    assert got == data
+
+
+def test_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    counts = {"send": 0, "recv": 0}
+    orig_send = OutQueue._build_stream_fast
+    orig_recv = QuicConnection._stream_fast
+
+    def send(self: OutQueue, *a: Any) -> Any:
+        r = orig_send(self, *a)
+        counts["send"] += bool(r)
+        return r
+
+    def recv(self: QuicConnection, *a: Any) -> bool:
+        r = orig_recv(self, *a)
+        counts["recv"] += r
+        return r
+
+    monkeypatch.setattr(OutQueue, "_build_stream_fast", send)
+    monkeypatch.setattr(QuicConnection, "_stream_fast", recv)
+    data = random.Random(2).randbytes(600_000)
+    sim = _established(loss=0.02, reorder=0.02)
+    snd = StreamSender(sim.client, [data])
+    rcv = StreamReceiver()
+
+    def step(s: NetSim) -> None:
+        snd.step()
+        rcv.step(s.server)
+
+    sim.on_step = step
+    assert sim.run(lambda s: snd.done and len(rcv.fin) == 1, max_time=600)
+    assert rcv.stream(snd.ids[0]) == data
+    assert counts["send"] > 200 and counts["recv"] > 200, counts
+
+
+def test_fast_receive_flow_control_violation_closes() -> None:
+    """RFC 9000 §4.5 still holds when the frame takes the fast path's shape."""
+    sim = _established()
+    sid = _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+    limit = srv.local_tp["max_stream_data_bidi_remote"]
+    # one STREAM frame (OFF, no LEN) continuing the stream past the limit
+    payload = b"\x0c" + encode_varint(sid) + encode_varint(5) + b"x" * (limit + 10)
+    _inject(sim.client, srv, payload[:1100])  # in the window: fine
+    assert srv.state == ConnState.ESTABLISHED
+    far = b"\x0c" + encode_varint(sid) + encode_varint(limit) + b"y" * 100
+    _inject(sim.client, srv, far)
+    assert srv.is_closed
+    assert srv.get_close_info().errcode == FLOW_CONTROL_ERROR
+
+
+@pytest.mark.parametrize("payload", [b"\x0c", b"\x0e\x00\x05", b"\x0e\x00\x05\x40"])
+def test_fast_receive_truncated_stream_frame(payload: bytes) -> None:
+    """A truncated STREAM frame is FRAME_ENCODING_ERROR (RFC 9000 §12.4), not
+    a crash of the fast parser."""
+    sim = _established()
+    _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+    _inject(sim.client, srv, payload + b"")
+    assert srv.is_closed
+    assert srv.get_close_info().errcode == FRAME_ENCODING_ERROR
+
+
+def test_fast_receive_ack_and_stream_in_one_packet() -> None:
+    sim = _established()
+    sid = _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+    largest = srv.spaces[APP].next_pn - 1
+    ack = fr.AckFrame([(0, largest)], 0).encode()
+    frame = b"\x0c" + encode_varint(sid) + encode_varint(5) + b"more"
+    _inject(sim.client, srv, ack + frame)
+    assert srv.state == ConnState.ESTABLISHED
+    assert not srv.spaces[APP].sent  # everything acknowledged
+    item = srv.recv(65536)
+    assert item is not None and item.data == b"more" and item.stream_id == sid
+
+
+def test_empty_flush_returns_nothing_without_packing(monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = _established()
+    cli = sim.client
+    calls = []
+    orig = OutQueue.build_datagrams
+
+    def build(self: OutQueue, *a: Any) -> Any:
+        calls.append(1)
+        return orig(self, *a)
+
+    monkeypatch.setattr(OutQueue, "build_datagrams", build)
+    assert cli.datagrams_to_send(sim.now) == []
+    assert calls == []
+    cli.send_stream(0, b"x", NEW, True)
+    assert len(cli.datagrams_to_send(sim.now)) == 1
+    assert calls == [1]
+
+
+def test_peer_reset_with_62_bit_code_masks_the_event_code() -> None:
+    """The kernel's STREAM_UPDATE errcode is a u32: a 62-bit code is truncated."""
+    sim = _established()
+    sid = _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+    srv.set_event(EventType.STREAM_UPDATE, True)
+    code = (1 << 40) | 0x1234
+    _inject(sim.client, srv, fr.ResetStreamFrame(sid, code, 5).encode())
+    assert srv.state == ConnState.ESTABLISHED
+    item = srv.recv(65536)
+    assert item is not None
+    ev = abi.decode_event(item.data)
+    assert isinstance(ev, abi.StreamUpdateEvent)
+    assert ev.state == StreamState.RECV_RESET_RECVD and ev.errcode == 0x1234
