@@ -10,7 +10,9 @@ backend's ``QuicSocket``:
   side before receive side;
 - handshake messages go out with ``sendmsg`` and a ``QUIC_HANDSHAKE_INFO`` cmsg
   (MSG_NOSIGNAL, MSG_MORE on all but the last of a flight) and come in with
-  ``recvmsg(65536, ..., MSG_DONTWAIT)``, waiting on ``fileno()`` readiness;
+  ``recvmsg(65536, ..., MSG_DONTWAIT)``, waiting on ``fileno()`` readiness
+  (or on ``sock.wait_readable(timeout)`` where the socket has it: the user
+  backend's QuicSocket, which then needs no readiness fd);
 - ALPN, SESSION_TICKET, TRANSPORT_PARAM (remote=1) and CONFIG options as
   libquic and its tests (and tlshd) use them.
 
@@ -21,6 +23,12 @@ reflect what the ClientHello negotiated (a compatible upgrade to v2 changes
 version_information, RFC 9368). A connection that dies during the handshake
 (ENOTCONN/EPIPE from the socket) fails at once with the cause from SO_ERROR
 (the user backend sets it; else ENOTCONN) and the close information.
+
+Version Negotiation (user backend): after a VN the socket hands the client an
+empty handshake message at level INITIAL; the driver then starts over with a
+new ClientHello built on a fresh TRANSPORT_PARAM_EXT (whose
+version_information names the new version, RFC 9368 §4) and sends it at level
+INITIAL, which replaces the stale one. A kernel socket never sends this signal.
 
 Extensions beyond contracts §6: :class:`HandshakeResult` (negotiated values and
 session data for resumption), keylog to a path, a callable or ``SSLKEYLOGFILE``,
@@ -154,7 +162,34 @@ def _set(sock: Any, opt: int, value: bytes) -> None:
     sock.setsockopt(SOL_QUIC, opt, value)
 
 
+_LOAD_CACHE: dict[tuple[str, str, int, int], Any] = {}
+_LOAD_CACHE_MAX = 64
+
+
+def _cached_load(kind: str, loader: Callable[[Any], Any], path: str | os.PathLike[str]) -> Any:
+    """``loader(path)`` cached by (path, mtime, size): a server handshaking many
+    clients parses its certificate chain and key once; an edited file is reread."""
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)
+    except OSError:
+        return loader(path)  # let the loader report the problem
+    key = (kind, name, st.st_mtime_ns, st.st_size)
+    hit = _LOAD_CACHE.get(key)
+    if hit is None:
+        hit = loader(path)
+        if len(_LOAD_CACHE) >= _LOAD_CACHE_MAX:
+            _LOAD_CACHE.clear()
+        _LOAD_CACHE[key] = hit
+    return list(hit) if isinstance(hit, list) else hit
+
+
 def _wait_readable(sock: Any, timeout: float) -> None:
+    waiter = getattr(sock, "wait_readable", None)
+    if waiter is not None:
+        # the user backend waits on its own condition: no readiness fd needed
+        waiter(timeout)
+        return
     fd = sock.fileno()
     if hasattr(select, "poll"):
         p = select.poll()
@@ -269,6 +304,8 @@ class _Driver:
         self.ctx: TlsContext = ctx  # type: ignore[assignment]  # set before run()
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.peer_tp_set = False
+        #: client: builds a new context after a Version Negotiation (see run())
+        self.restart: Callable[[], TlsContext] | None = None
 
     def local_transport_parameters(self, peer: bytes | None) -> bytes:
         """TlsContext's source of our extension 0x39: install the peer's first."""
@@ -326,11 +363,11 @@ class _Driver:
         return min(left, 1.0)
 
     def run(self) -> None:
-        ctx = self.ctx
         ancbuf = abi.HANDSHAKE_INFO_CMSG_SPACE
         self.flush()
         # Bounded: each turn either processes a message or waits (<= 1 s) on the deadline.
         for _ in range(10_000_000):
+            ctx = self.ctx
             if ctx.handshake_complete:
                 break
             try:
@@ -344,13 +381,21 @@ class _Driver:
                 if exc.errno in (errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET):
                     raise _closed_error(self.sock, exc) from exc
                 raise
+            if mflags & socket.MSG_CTRUNC:
+                raise OSError(errno.EBADMSG, "handshake cmsg truncated")
+            _sinfo, hinfo = abi.parse_ancdata(anc) if anc else (None, None)
             if not data:
+                if (hinfo is not None and hinfo.crypto_level == abi.CryptoLevel.INITIAL
+                        and self.restart is not None):
+                    # the user backend after a Version Negotiation: a new
+                    # ClientHello on the new version's transport parameters
+                    self.ctx = self.restart()
+                    self.peer_tp_set = False
+                    self.flush()
+                    continue
                 raise ConnectionResetError(errno.ECONNRESET, "connection closed during handshake")
             if mflags & socket.MSG_TRUNC:
                 raise OSError(errno.EMSGSIZE, "handshake message truncated")
-            if mflags & socket.MSG_CTRUNC:
-                raise OSError(errno.EBADMSG, "handshake cmsg truncated")
-            _sinfo, hinfo = abi.parse_ancdata(anc)
             if hinfo is None:
                 raise OSError(errno.EBADMSG, "recvmsg without QUIC_HANDSHAKE_INFO")
             ctx.now = time.time()
@@ -441,10 +486,11 @@ def client_handshake(
     if suites:
         config.cipher_suites = suites
     if verify and cafile is not None:
-        config.trust_store = load_trust_store(cafile)  # else the system store, when needed
+        config.trust_store = _cached_load("store", load_trust_store, cafile)  # else system
     if certfile is not None:
-        config.certificate_chain = load_certificates(certfile)
-        config.private_key = load_private_key(keyfile if keyfile is not None else certfile)
+        config.certificate_chain = _cached_load("chain", load_certificates, certfile)
+        config.private_key = _cached_load(
+            "key", load_private_key, keyfile if keyfile is not None else certfile)
     if psk_file is not None:
         config.psk = load_psk_file(psk_file)[0]
     if session is None:
@@ -458,11 +504,18 @@ def client_handshake(
         config.session = restore_session(sock, session)
     write, close = _open_keylog(keylog)
     config.keylog = write
-    try:
+    def new_context() -> TlsContext:
+        # our transport parameters name the version in use (RFC 9368 §4)
         tp = _get(sock, _OPT.TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
-        ctx = TlsContext(config, tp, now=time.time())
-        ctx.start()
-        _run(_Driver(sock, ctx, timeout))
+        fresh = TlsContext(config, tp, now=time.time())
+        fresh.start()
+        return fresh
+
+    try:
+        drv = _Driver(sock, new_context(), timeout)
+        drv.restart = new_context
+        _run(drv)
+        ctx = drv.ctx
     finally:
         close()
     result = _result(sock, ctx)
@@ -508,8 +561,9 @@ def server_handshake(
     if suites:
         config.cipher_suites = suites
     if certfile is not None:
-        config.certificate_chain = load_certificates(certfile)
-        config.private_key = load_private_key(keyfile if keyfile is not None else certfile)
+        config.certificate_chain = _cached_load("chain", load_certificates, certfile)
+        config.private_key = _cached_load(
+            "key", load_private_key, keyfile if keyfile is not None else certfile)
     if psk_file is not None:
         config.psk_keys = dict(load_psk_file(psk_file))
     if require_client_cert:
@@ -519,7 +573,8 @@ def server_handshake(
     elif cafile is not None:
         config.client_auth = 1
     if config.client_auth:
-        config.trust_store = load_trust_store(cafile)
+        config.trust_store = (load_trust_store(None) if cafile is None
+                              else _cached_load("store", load_trust_store, cafile))
     if ticket_key is None:
         try:
             ticket_key = _get(sock, _OPT.SESSION_TICKET, TICKET_KEY_LEN) or None

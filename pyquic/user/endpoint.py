@@ -12,6 +12,21 @@ the request (with every later datagram of the same DCID and peer) waits in the
 listener's accept queue until ``accept()``. A full queue refuses the connection
 with an Initial CONNECTION_CLOSE(CONNECTION_REFUSED) (RFC 9000 §5.2.2).
 
+Datagrams that match no connection and no waiting request go through the
+engine's stateless logic (``pyquic.engine.endpoint.stateless_response``, the
+kernel's ``quic_packet_listen_process``) with the listener picked by ALPN for
+an Initial, or any listener of the port otherwise: it answers Retry when the
+listener's CONFIG has ``validate_peer_address`` (RFC 9000 §8.1.2), Version
+Negotiation for an unknown version (§6.1) and a Stateless Reset for a packet
+of a connection we no longer know (§10.3); a request is only created when it
+says ``accept``. A short-header datagram matching no connection ID whose last
+16 bytes are a peer's stateless reset token (§10.3.1) goes to that connection.
+
+I/O batching: with UDP GSO (``UDP_SEGMENT``) a run of same-size datagrams to
+one peer leaves in one ``sendmsg`` (up to 64 segments); with ``UDP_GRO`` a
+receive may return several coalesced datagrams, split by the segment size in
+the cmsg. Both fall back to one datagram per system call where unsupported.
+
 All methods run with :data:`pyquic.user.loop.LOOP.lock` held.
 """
 
@@ -19,9 +34,11 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from pyquic.engine import endpoint as _stateless
 from pyquic.user import alpn as _alpn
 from pyquic.user.loop import LOOP
 
@@ -33,6 +50,17 @@ _MIN_INITIAL = 1200  # RFC 9000 §14.1
 _MAX_REQUEST_DATAGRAMS = 64
 _RECV_BATCH = 256
 _DEFAULT_CID_LEN = 8
+_RESET_TOKEN_LEN = 16
+_MIN_RESET = 21  # RFC 9000 §10.3: the smallest stateless reset
+_SOL_UDP = 17
+_UDP_SEGMENT = 103  # linux/udp.h: GSO segment size (cmsg or option)
+_UDP_GRO = 104  # linux/udp.h: coalesced receive, segment size in a cmsg
+_GSO_MAX_SEGMENTS = 64
+_GSO_MAX_BYTES = 65000  # the whole GSO send must fit one UDP datagram's size field
+_RECV_SIZE = 65535
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_GSO_OFF_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
+                   errno.EMSGSIZE)
 
 
 class Member(Protocol):
@@ -41,6 +69,10 @@ class Member(Protocol):
     def _io_cids(self) -> set[bytes]: ...
 
     def _io_datagram(self, data: bytes, remote: Addr, local: Addr, now: float) -> None: ...
+
+    def _io_is_reset(self, token: bytes) -> bool:
+        """True if ``token`` is a stateless reset token the peer gave us."""
+        ...
 
 
 class Listener(Protocol):
@@ -51,6 +83,10 @@ class Listener(Protocol):
     def _io_reuseport(self) -> bool: ...
 
     def _io_offer(self, req: Request) -> bool: ...
+
+    def _io_conn(self) -> Any:
+        """The listener's QuicConnection (settings, static key) for stateless answers."""
+        ...
 
 
 @dataclass(eq=False)
@@ -108,6 +144,13 @@ class Endpoint:
         self.cid_lens: list[int] = [_DEFAULT_CID_LEN]
         self.pending: dict[tuple[Addr, bytes], Request] = {}
         self.closed = False
+        self.gso = True  # UDP_SEGMENT until the kernel refuses it
+        self.gro = False
+        try:
+            self.sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+            self.gro = True
+        except OSError:
+            pass
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -157,28 +200,88 @@ class Endpoint:
         return m
 
     # -- I/O ----------------------------------------------------------------------
+    def _dest(self, remote: Addr) -> Addr:
+        if self.family == socket.AF_INET6 and len(remote) == 2:
+            return ("::ffff:" + remote[0], remote[1], 0, 0)
+        return remote
+
     def sendto(self, data: bytes, remote: Addr) -> None:
         """Send one datagram; errors are dropped (loss recovery retransmits)."""
         if self.closed:
             return
-        dest = remote
-        if self.family == socket.AF_INET6 and len(remote) == 2:
-            dest = ("::ffff:" + remote[0], remote[1], 0, 0)
         try:
-            self.sock.sendto(data, dest)
+            self.sock.sendto(data, self._dest(remote))
         except OSError:
             pass
 
+    def send_many(self, datagrams: list[bytes], remote: Addr) -> None:
+        """Send datagrams to one peer, a run of equal sizes (the last may be
+        shorter) per GSO ``sendmsg``; one ``sendto`` each without GSO."""
+        if self.closed:
+            return
+        n = len(datagrams)
+        if n == 1 or not self.gso:
+            for d in datagrams:
+                self.sendto(d, remote)
+            return
+        dest = self._dest(remote)
+        i = 0
+        while i < n:
+            size = len(datagrams[i])
+            j = i + 1
+            total = size
+            limit = min(n, i + _GSO_MAX_SEGMENTS)
+            while j < limit and total + size <= _GSO_MAX_BYTES:
+                sz = len(datagrams[j])
+                if sz > size:
+                    break
+                total += sz
+                j += 1
+                if sz < size:
+                    break  # only the last segment may be shorter
+            if j - i == 1 or not self.gso:
+                self.sendto(datagrams[i], remote)
+                i += 1
+                continue
+            try:
+                self.sock.sendmsg([b"".join(datagrams[i:j])],
+                                  [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, dest)
+            except OSError as exc:
+                if exc.errno in _GSO_OFF_ERRNOS:
+                    self.gso = False  # no GSO here: send this run one by one
+                    for d in datagrams[i:j]:
+                        self.sendto(d, remote)
+                # else dropped like any send error (loss recovery retransmits)
+            i = j
+
     def on_readable(self, now: float) -> None:
-        """Read every queued datagram and dispatch it."""
+        """Read every queued datagram (splitting GRO batches) and dispatch it."""
+        sock = self.sock
+        dispatch = self.dispatch
+        if not self.gro:
+            for _ in range(_RECV_BATCH):
+                try:
+                    data, addr = sock.recvfrom(_RECV_SIZE)
+                except OSError:  # EAGAIN included: drained
+                    return
+                dispatch(data, normalize_addr(addr), now)
+            return
         for _ in range(_RECV_BATCH):
             try:
-                data, addr = self.sock.recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                return
+                data, anc, _flags, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG_SPACE)
             except OSError:
                 return
-            self.dispatch(data, normalize_addr(addr), now)
+            remote = normalize_addr(addr)
+            seg = 0
+            for level, ctype, cdata in anc:
+                if level == _SOL_UDP and ctype == _UDP_GRO and len(cdata) >= 2:
+                    seg = int.from_bytes(cdata[:4] if len(cdata) >= 4 else cdata[:2],
+                                         "little")
+            if seg and seg < len(data):
+                for off in range(0, len(data), seg):
+                    dispatch(data[off:off + seg], remote, now)
+            else:
+                dispatch(data, remote, now)
 
     def dispatch(self, data: bytes, remote: Addr, now: float) -> None:
         """Route one datagram to its connection, request or listener."""
@@ -198,45 +301,62 @@ class Endpoint:
                 if len(req.datagrams) < _MAX_REQUEST_DATAGRAMS:
                     req.datagrams.append(data)
                 return
-            self._new_connection(data, remote, dcid)
+            self._unmatched(data, remote, now, dcid)
             return
+        cids = self.cids
         for ln in self.cid_lens:  # short header (RFC 9000 §17.3)
-            m = self.cids.get(bytes(data[1 : 1 + ln]))
+            m = cids.get(data[1 : 1 + ln])
             if m is not None:
                 m._io_datagram(data, remote, self.local, now)
                 return
         self._rebuild()
         for ln in self.cid_lens:
-            m = self.cids.get(bytes(data[1 : 1 + ln]))
+            m = self.cids.get(data[1 : 1 + ln])
             if m is not None:
                 m._io_datagram(data, remote, self.local, now)
                 return
+        if len(data) >= _MIN_RESET:
+            # RFC 9000 §10.3.1: a stateless reset carries no CID of ours
+            token = bytes(data[-_RESET_TOKEN_LEN:])
+            for m in list(self.members):
+                if m._io_is_reset(token):
+                    m._io_datagram(data, remote, self.local, now)
+                    return
+        self._unmatched(data, remote, now, b"")
 
-    def _new_connection(self, data: bytes, remote: Addr, dcid: bytes) -> None:
-        if not self.listeners or len(data) < _MIN_INITIAL or len(dcid) < 8:
-            return
+    def _unmatched(self, data: bytes, remote: Addr, now: float, dcid: bytes) -> None:
+        """A datagram of no connection: Retry, VN, stateless reset or a new request."""
+        listener = self._pick_listener(data) if self.listeners else None
+        conn = listener._io_conn() if listener is not None else None
         try:
-            hdr = _alpn.parse_long_header(data)
-        except _alpn.InitialError:
+            dec = _stateless.stateless_response(data, remote, self.local, now, conn,
+                                                cid_len=_DEFAULT_CID_LEN)
+        except Exception:  # noqa: BLE001 - a hostile datagram must not stop the loop
             return
-        if not _alpn.is_initial(hdr):
-            return
-        listener = self._pick_listener(data)
-        if listener is None:
+        if dec.response is not None:
+            self.sendto(dec.response, remote)
+        if not dec.accept or listener is None:
             return
         req = Request(self, remote, self.local, dcid, [data], listener)
         if listener._io_offer(req):
             self.pending[(remote, dcid)] = req
             return
-        try:
-            self.sendto(_alpn.build_refuse(data), remote)
-        except _alpn.InitialError:
-            pass
+        refuse = _stateless.refuse_response(data)  # backlog full (RFC 9000 §5.2.2)
+        if refuse is not None:
+            self.sendto(refuse, remote)
 
     def _pick_listener(self, data: bytes) -> Listener | None:
+        """The listener for ``data``: by the ClientHello's ALPNs for an Initial
+        (socket.c quic_listen_sock_lookup), the first one otherwise."""
         listeners = self.listeners
         if not any(lst._io_alpns() for lst in listeners):
             return listeners[0]
+        try:
+            hdr = _alpn.parse_long_header(data) if data[0] & 0x80 else None
+        except _alpn.InitialError:
+            hdr = None
+        if hdr is None or not _alpn.is_initial(hdr):
+            return listeners[0]  # Retry/VN/reset need only the port's settings
         try:
             offered = _alpn.initial_alpns(data)
         except _alpn.InitialError:

@@ -5,16 +5,19 @@ sockets of all endpoints and on a wake-up fd with a selector, feeds received
 datagrams to the engine, runs the connections' timers (``next_timer`` /
 ``handle_timer``) and sends what ``datagrams_to_send`` returns. It starts when
 the first endpoint or connection registers and stops (closing its selector and
-wake-up fd) when the last one leaves, so closing every socket leaves no thread
-and no fd behind.
+wake-up fd) once none is left for ``linger`` seconds (1 s for :data:`LOOP`,
+so sequential connections do not start a thread each), so closing every
+socket leaves no thread and no fd behind shortly after.
 
 Lock discipline (simple on purpose, so it cannot deadlock): one re-entrant
 lock, :data:`LOOP.lock`, guards ALL user-backend state (every connection,
 endpoint, accept queue and readiness fd). Application threads hold it for the
 duration of a socket call; the I/O thread holds it while it processes one batch
-of events, and never while it sleeps in ``select``. Blocking socket calls wait
-on :data:`LOOP.cond` (a condition on that lock), which the I/O thread notifies
-after every batch (``generation`` counts batches), then simply retry.
+of events, and never while it sleeps in ``select``. A blocked socket call
+waits on its own socket's condition (on that same lock); at the end of a
+batch the I/O thread signals only the sockets the batch touched (datagrams,
+timers, flushes, new requests), so a datagram wakes the one thread waiting
+for it. ``generation`` still counts batches (for tests and diagnostics).
 
 Timers: each client's next deadline sits in a heap (lazy deletion: an entry is
 valid while it matches the client's recorded deadline), so an iteration costs
@@ -36,7 +39,7 @@ import threading
 import time
 from typing import Protocol
 
-__all__ = ["LOOP", "Client", "IOLoop", "Reader", "Readiness"]
+__all__ = ["LOOP", "Client", "IOLoop", "Reader", "Readiness", "Wakeable"]
 
 _log = logging.getLogger("pyquic.user")
 
@@ -58,6 +61,13 @@ class Client(Protocol):
     def _io_timer(self, now: float) -> None: ...
 
     def _io_flush(self, now: float) -> None: ...
+
+
+class Wakeable(Protocol):
+    """Something with waiters the I/O thread signals after a batch."""
+
+    def _io_wake(self) -> None:
+        """Signal the waiters that their object changed (lock held)."""
 
 
 class Readiness:
@@ -170,22 +180,39 @@ class _Runner:
         self.stopped = False
         self.thread = threading.Thread(target=self._run, name="pyquic-io", daemon=True)
 
+    def _next_timeout(self) -> float | None:
+        """The select timeout: the next timer or the end of the linger (lock held);
+        -1.0 once the linger ran out (the runner was stopped)."""
+        loop = self.loop
+        now = time.monotonic()
+        timeout = loop._timeout(now)
+        if loop._idle_since is not None:
+            left = loop._idle_since + loop.linger - now
+            if left <= 0:
+                loop._stop_runner()
+                return -1.0
+            timeout = left if timeout is None else min(timeout, left)
+        return timeout
+
     def _run(self) -> None:
         loop = self.loop
         try:
-            while True:
-                with loop.lock:
-                    if self.stopped:
-                        break
-                    timeout = loop._timeout(time.monotonic())
+            with loop.lock:
+                timeout = None if self.stopped else self._next_timeout()
+            while not self.stopped and timeout != -1.0:
                 try:
                     events = self.selector.select(timeout)
                 except OSError:  # pragma: no cover - fd closed under us
                     events = []
+                # one locked section per wake-up: process, then the next timeout,
+                # and only then wake the threads the batch concerns (they need
+                # the lock, which this thread gives up right after)
                 with loop.lock:
                     if self.stopped:
                         break
                     loop._process(self, events, time.monotonic())
+                    timeout = self._next_timeout()
+                    loop._wake_pending()
         finally:
             with loop.lock:
                 self.selector.close()
@@ -197,7 +224,10 @@ class _Runner:
 class IOLoop:
     """The process-wide I/O loop (use the :data:`LOOP` singleton)."""
 
-    def __init__(self) -> None:
+    def __init__(self, linger: float = 0.0) -> None:
+        #: seconds the I/O thread stays after the last socket left
+        self.linger = linger
+        self._idle_since: float | None = None
         self.lock = threading.RLock()
         self.cond = threading.Condition(self.lock)
         #: incremented after every batch of I/O; blocked callers wait for a change
@@ -207,6 +237,7 @@ class IOLoop:
         self._readers: dict[int, Reader] = {}
         self._clients: set[Client] = set()
         self._dirty: set[Client] = set()
+        self._wakes: set[Wakeable] = set()
         self._deadline = float("inf")
         self._heap: list[tuple[float, int, Client]] = []
         self._when: dict[Client, float] = {}  # the valid heap entry of each client
@@ -214,6 +245,7 @@ class IOLoop:
 
     # -- registration (call with the lock held) --------------------------------
     def _ensure(self) -> _Runner:
+        self._idle_since = None
         if self._runner is None:
             runner = _Runner(self)
             for fd, reader in self._readers.items():
@@ -263,15 +295,28 @@ class IOLoop:
 
     def _maybe_stop(self) -> None:
         if self._runner is not None and not self._readers and not self._clients:
-            runner = self._runner
-            self._runner = None
-            runner.stopped = True
-            runner.waker.wake()
-            self._dead.append(runner)
+            if self.linger <= 0:
+                self._stop_runner()
+            elif self._idle_since is None:
+                self._idle_since = time.monotonic()
+                self._runner.waker.wake()  # re-arm its timeout with the linger
 
-    def join_stopped(self, timeout: float = 2.0) -> None:
-        """Join I/O threads that were told to stop (call WITHOUT the lock)."""
+    def _stop_runner(self) -> None:
+        runner = self._runner
+        if runner is None:
+            return
+        self._runner = None
+        self._idle_since = None
+        runner.stopped = True
+        runner.waker.wake()
+        self._dead.append(runner)
+
+    def join_stopped(self, timeout: float = 2.0, *, idle: bool = False) -> None:
+        """Join I/O threads that were told to stop (call WITHOUT the lock);
+        with ``idle``, first stop a thread that only lingers without sockets."""
         with self.lock:
+            if idle and self._idle_since is not None:
+                self._stop_runner()
             dead, self._dead = self._dead, []
         for runner in dead:
             if runner.thread is not threading.current_thread():
@@ -317,8 +362,21 @@ class IOLoop:
         """Have the I/O thread flush ``client`` at the end of this batch (lock held)."""
         self._dirty.add(client)
 
+    def wake_later(self, target: Wakeable) -> None:
+        """Have ``target._io_wake()`` called at the end of this batch (lock held)."""
+        self._wakes.add(target)
+
+    def _wake_pending(self) -> None:
+        wakes, self._wakes = self._wakes, set()
+        for target in wakes:
+            try:
+                target._io_wake()
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                _log.exception("pyquic I/O thread")
+
     def notify(self) -> None:
-        """Wake every blocked socket call so it retries (lock held)."""
+        """Count a batch and wake waiters of the global condition (lock held);
+        sockets wait on their own conditions, see the module docstring."""
         with self.lock:
             self.generation += 1
             self.cond.notify_all()
@@ -365,9 +423,11 @@ class IOLoop:
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
             self.schedule(client)
+            if hasattr(client, "_io_wake"):
+                self._wakes.add(client)  # type: ignore[arg-type]
         self.generation += 1
         self.cond.notify_all()
 
 
 #: The process-wide loop shared by every user-backend socket.
-LOOP = IOLoop()
+LOOP = IOLoop(linger=1.0)

@@ -37,6 +37,19 @@ Deviations and extensions (documented for the lead):
   quic_wait_for_packet / quic_wait_for_stream), with the cause in the message;
   the cause itself (the engine's ``error``: ETIMEDOUT, ECONNRESET, EPROTO) is
   reported once by SO_ERROR, where the kernel, which never sets sk_err, gives 0.
+- Version Negotiation restart (client): the kernel resends the old
+  ClientHello after a VN, whose version_information (RFC 9368 §4) still names
+  the old version, so an RFC 9368 server refuses it. Here ``connect`` sets the
+  engine's ``hold_initial_after_vn``; after a VN that switched versions the
+  handshake reader gets, once, an empty message with a QUIC_HANDSHAKE_INFO
+  cmsg of level INITIAL (the socket polls readable for it): the driver then
+  builds a new ClientHello on a fresh ``getsockopt(TRANSPORT_PARAM_EXT)`` and
+  sends it at level INITIAL, which replaces the Initial CRYPTO stream
+  (``restart_initial``). ``pyquic.tls.driver`` does this; a driver unaware of it
+  sees an empty handshake message and fails rather than hanging.
+- ``getsockopt(SOL_QUIC, opt, buflen)`` never allocates ``buflen`` bytes (the
+  kernel copies at most what it has); a length beyond a C int raises
+  OverflowError as ``socket.socket`` does for such arguments.
 - Datagrams leave from the endpoint of the source address the engine names
   (``datagrams_to_send_from``), so path probes and answers on a preferred
   address use the right UDP socket.
@@ -49,6 +62,7 @@ import errno
 import os
 import socket as _socket
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -93,6 +107,7 @@ _MSG_FLAGS = (
 )
 
 _OPTLEN_MAX = 4096  # QUIC_TICKET_MAX_LEN: the largest setsockopt value
+_INT_MAX = 0x7FFFFFFF
 _ALPN_MAX_LEN = 128
 _TP_EXT_MAX_LEN = 512
 _SESSION_TICKET_MIN = 64
@@ -152,7 +167,11 @@ class QuicSocket(QuicSocketMixin):
         self._proto = IPPROTO_QUIC
         self._conn = QuicConnection(True)
         self._timeout: float | None = _socket.getdefaulttimeout()
-        self._ready = Readiness()
+        self._ready: Readiness | None = None  # made by fileno(): blocking users never need it
+        self._cond = threading.Condition(LOOP.lock)  # this socket's waiters
+        self._gen = 0  # bumped whenever waiters should look again
+        self._nwait = 0  # threads blocked in a call of this socket
+        self._nsend = 0  # ... of which wait for send buffer room
         self._closed = False
         self._connected = False  # hashed as a connection (connect/accept)
         self._shut = False  # shutdown(): CLOSED for the socket layer
@@ -167,6 +186,7 @@ class QuicSocket(QuicSocketMixin):
         self._odcid: bytes | None = None
         self._sockopts: dict[tuple[int, int], int | bytes] = {}
         self._error_taken = False
+        self._vn_signalled = False
         with LOOP.lock:
             self._update_readiness()
 
@@ -190,14 +210,19 @@ class QuicSocket(QuicSocketMixin):
 
     def fileno(self) -> int:
         """The readiness fd for select/poll/selectors/asyncio (-1 once closed)."""
-        if self._closed:
-            return -1
-        return self._ready.fileno()
+        with LOOP.lock:
+            if self._closed:
+                return -1
+            if self._ready is None:
+                self._ready = Readiness()
+                self._update_readiness()
+            return self._ready.fileno()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else (
             "listening" if self._listening else self._conn.state.name.lower())
-        return (f"<pyquic.user.QuicSocket fd={self.fileno()}, family={self.family.name}, "
+        fd = -1 if self._closed or self._ready is None else self._ready.fileno()
+        return (f"<pyquic.user.QuicSocket fd={fd}, family={self.family.name}, "
                 f"type={self.type.name}, proto={self._proto}, state={state}, "
                 f"laddr={self._local_addr()}, raddr={self._peer_addr()}>")
 
@@ -238,15 +263,36 @@ class QuicSocket(QuicSocketMixin):
         return self._shut or not self._connected or self._conn.state.name in _CLOSED_STATES
 
     def _update_readiness(self) -> None:
-        if self._closed:
+        ready = self._ready
+        if ready is None or self._closed:
             return
         if self._listening:
-            self._ready.set(bool(self._queue), False)
+            ready.set(bool(self._queue), False)
             return
         if self._is_closed():
-            self._ready.set(True, True)
+            ready.set(True, True)
             return
-        self._ready.set(self._conn.readable(), self._conn.writable())
+        ready.set(self._conn.readable() or self._vn_restart_due(), self._conn.writable())
+
+    def _wake(self, io: bool = False) -> None:
+        """Let this socket's blocked calls look again (lock held). From the I/O
+        thread (``io``) a thread waiting only for send room is woken once a third
+        of the send buffer is free (a low-water mark, like TCP's sk_stream_wspace)."""
+        if not self._nwait:
+            return
+        if io and self._nwait == self._nsend and not self._low_water():
+            return
+        self._gen += 1
+        self._cond.notify_all()
+
+    def _low_water(self) -> bool:
+        c: Any = self._conn
+        if self._is_closed() or c.state.name != "ESTABLISHED":
+            return True
+        try:
+            return bool(c._buffered() * 3 <= c._sndbuf() * 2)
+        except AttributeError:  # an engine without these: no low-water mark
+            return True
 
     def _after(self, now: float | None = None, flush: bool = True) -> None:
         """After an application call: send, re-arm timers, wake waiters."""
@@ -256,7 +302,7 @@ class QuicSocket(QuicSocketMixin):
             self._update_readiness()
         if self._connected:
             LOOP.schedule(self)
-        LOOP.notify()
+        self._wake()
 
     def _deadline(self, nonblock: bool) -> float | None:
         if nonblock or self._timeout == 0.0:
@@ -265,24 +311,56 @@ class QuicSocket(QuicSocketMixin):
             return None
         return time.monotonic() + self._timeout
 
-    def _wait(self, deadline: float | None) -> None:
-        """Wait for the next I/O batch (lock held); EAGAIN / TimeoutError at the deadline."""
+    def _wait(self, deadline: float | None, send: bool = False) -> None:
+        """Wait until the I/O thread (or another call) signals this socket (lock
+        held); EAGAIN / TimeoutError at the deadline. ``send``: waiting for
+        send buffer room (see :meth:`_wake`)."""
         if deadline == 0.0:
             raise _err(errno.EAGAIN, "Resource temporarily unavailable")
         if self._connected:
             # push out what is queued (corked data too) before sleeping
             self._io_flush(time.monotonic())
             LOOP.schedule(self)
-        gen = LOOP.generation
-        while LOOP.generation == gen:
-            if deadline is None:
-                LOOP.cond.wait()
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("timed out")
-                LOOP.cond.wait(left)
+        gen = self._gen
+        self._nwait += 1
+        if send:
+            self._nsend += 1
+        try:
+            while self._gen == gen and not self._closed:
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError("timed out")
+                    self._cond.wait(left)
+        finally:
+            self._nwait -= 1
+            if send:
+                self._nsend -= 1
         self._check_open()
+
+    def wait_readable(self, timeout: float | None = None) -> bool:
+        """Extension: block until recvmsg/accept would not block (True) or
+        ``timeout`` passes (False), without a readiness fd. The handshake driver
+        uses it instead of polling ``fileno()``."""
+        with LOOP.lock:
+            self._check_open()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            for _ in range(1 << 30):
+                if self._listening:
+                    if self._queue:
+                        return True
+                elif (self._is_closed() or self._vn_restart_due()
+                      or (self._connected and self._conn.readable())):
+                    return True
+                if deadline is not None and deadline - time.monotonic() <= 0:
+                    return False
+                try:
+                    self._wait(deadline)
+                except TimeoutError:
+                    return False
+            return False
 
     def _conn_error(self) -> int:
         """Why the engine ended the connection (ETIMEDOUT, ECONNRESET, EPROTO...), or 0."""
@@ -374,6 +452,13 @@ class QuicSocket(QuicSocketMixin):
         self._conn.receive_datagram(data, remote, local, now)
         LOOP.mark(self)
 
+    def _io_is_reset(self, token: bytes) -> bool:
+        dest = getattr(self._conn, "dest", None)
+        return bool(dest is not None and not self._closed and dest.is_stateless_reset(token))
+
+    def _io_conn(self) -> QuicConnection:
+        return self._conn
+
     def _io_next_timer(self) -> float | None:
         if self._closed or not self._connected:
             return None
@@ -386,6 +471,13 @@ class QuicSocket(QuicSocketMixin):
     def _io_flush(self, now: float) -> None:
         if self._closed or not self._connected:
             return
+        self._flush(now)
+
+    def _io_wake(self) -> None:
+        if self._nwait:
+            self._wake(io=True)
+
+    def _flush(self, now: float) -> None:
         conn: Any = self._conn
         sender = getattr(conn, "datagrams_to_send_from", None)
         # (datagram, destination[, source]): with the source, each datagram leaves
@@ -401,6 +493,9 @@ class QuicSocket(QuicSocketMixin):
             # the engine switches the local address at once on migration
             ep = self._endpoints.get(_ep.normalize_addr(tuple(local)), ep)
         base = ep
+        run: list[bytes] = []  # consecutive datagrams to one peer: one GSO send
+        run_ep: Endpoint | None = None
+        run_dest: Addr | None = None
         for item in items:
             data, remote = item[0], item[1]
             ep = base
@@ -412,8 +507,16 @@ class QuicSocket(QuicSocketMixin):
                 # another family (e.g. a preferred address): only a dual-stack
                 # wildcard socket reaches it, else use (or bind) one of its family
                 ep = self._endpoint_towards(dest)
-            if ep is not None:
-                ep.sendto(data, dest)
+            if ep is None:
+                continue
+            if ep is not run_ep or dest != run_dest:
+                if run and run_ep is not None and run_dest is not None:
+                    run_ep.send_many(run, run_dest)
+                run = []
+                run_ep, run_dest = ep, dest
+            run.append(data)
+        if run and run_ep is not None and run_dest is not None:
+            run_ep.send_many(run, run_dest)
         self._update_readiness()
 
     def _endpoint_towards(self, dest: Addr) -> Endpoint | None:
@@ -446,6 +549,7 @@ class QuicSocket(QuicSocketMixin):
             return False
         self._queue.append(req)
         self._update_readiness()
+        LOOP.wake_later(self)
         return True
 
     def _add_endpoint(self, ep: Endpoint) -> None:
@@ -483,6 +587,9 @@ class QuicSocket(QuicSocketMixin):
             ep = self._endpoint
             assert ep is not None
             now = time.monotonic()
+            # after a Version Negotiation the driver sends a new ClientHello
+            # (see "Version Negotiation restart" in the module docstring)
+            self._conn.hold_initial_after_vn = True
             self._conn.connect(remote, ep.local, now)
             self._remote = remote
             self._connected = True
@@ -510,6 +617,7 @@ class QuicSocket(QuicSocketMixin):
                 if self._listening:
                     self._stop_listening()
                     self._update_readiness()
+                    self._wake()
                     return
                 raise _err(errno.EINVAL)
             if self._connected:
@@ -614,7 +722,7 @@ class QuicSocket(QuicSocketMixin):
                 self._io_flush(now)
             self._shut = True
             self._update_readiness()
-            LOOP.notify()
+            self._wake()
             if was_closed and not self._connected:
                 raise _err(errno.ENOTCONN)
 
@@ -639,8 +747,9 @@ class QuicSocket(QuicSocketMixin):
             self._endpoints.clear()
             self._endpoint = None
             LOOP.remove_client(self)
-            self._ready.close()
-            LOOP.notify()
+            if self._ready is not None:
+                self._ready.close()
+            self._wake()
         LOOP.join_stopped()
 
     def detach(self) -> int:
@@ -685,9 +794,19 @@ class QuicSocket(QuicSocketMixin):
                 sflags = flags & _STREAM_FLAGS
             return self._send_stream(sid, sflags, flags, has_sinfo, data, flush)
 
+    def _vn_restart_due(self) -> bool:
+        """A Version Negotiation wants a new ClientHello the driver was not told of."""
+        return (not self._vn_signalled and self._connected
+                and bool(getattr(self._conn, "initial_restart_pending", False)))
+
     def _send_handshake(self, level: int, data: bytes, flags: int, flush: bool) -> int:
         if level >= abi.CryptoLevel.EARLY:
             raise _err(errno.EINVAL)
+        if level == abi.CryptoLevel.INITIAL and getattr(
+                self._conn, "initial_restart_pending", False):
+            self._conn.restart_initial(data)  # the new ClientHello replaces the old
+            self._after(flush=flush)
+            return len(data)
         deadline = self._deadline(bool(flags & MSG_DONTWAIT))
         while True:
             try:
@@ -736,7 +855,7 @@ class QuicSocket(QuicSocketMixin):
                     elif deadline == 0.0:
                         raise
                     try:
-                        self._wait(deadline)
+                        self._wait(deadline, send=True)
                     except TimeoutError:
                         if sent:
                             return sent
@@ -753,7 +872,7 @@ class QuicSocket(QuicSocketMixin):
                 if deadline == 0.0:
                     return sent
                 try:
-                    self._wait(deadline)
+                    self._wait(deadline, send=True)
                 except TimeoutError:
                     return sent
         finally:
@@ -792,6 +911,14 @@ class QuicSocket(QuicSocketMixin):
             deadline = self._deadline(bool(flags & MSG_DONTWAIT))
             peek = bool(flags & MSG_PEEK)
             while True:
+                if self._vn_restart_due():
+                    if not peek:
+                        self._vn_signalled = True
+                    self._after(flush=False)
+                    restart = abi.HandshakeInfo(int(abi.CryptoLevel.INITIAL)).pack()
+                    anc0: list[tuple[int, int, bytes]] = []
+                    mf = self._put_cmsg(anc0, ancbufsize, abi.CmsgType.HANDSHAKE_INFO, restart)
+                    return b"", anc0, mf, None
                 item = self._conn.recv(bufsize, peek) if self._connected else None
                 if item is not None:
                     break
@@ -945,26 +1072,34 @@ class QuicSocket(QuicSocketMixin):
         as_int = buflen is None or (isinstance(buflen, int) and buflen == 0)
         if buflen is None or as_int:
             inbuf = bytes(4)
+            n = 4
         elif isinstance(buflen, int):
+            # socket.c: the length is a C int (negative: EINVAL) and the kernel
+            # copies at most what it has, so never allocate the caller's size
+            if buflen > _INT_MAX:
+                raise OverflowError("getsockopt buflen does not fit a C int")
             if buflen < 0:
                 raise _err(errno.EINVAL)
-            inbuf = bytes(buflen)
+            n = buflen
+            inbuf = bytes(min(buflen, _OPTLEN_MAX))
         else:
             inbuf = bytes(buflen)
+            n = len(inbuf)
         with LOOP.lock:
             self._check_open()
             try:
-                out = self._get_quic(optname, inbuf)
+                out = self._get_quic(optname, inbuf, n)
             finally:
                 self._after()
         if as_int:
             return int.from_bytes(out[:4].ljust(4, b"\0"), "little", signed=True)
         return out
 
-    def _get_quic(self, opt: int, inbuf: bytes) -> bytes:
+    def _get_quic(self, opt: int, inbuf: bytes, n: int) -> bytes:
+        """One SOL_QUIC option; ``inbuf`` holds the caller's input (at most
+        _OPTLEN_MAX bytes of it), ``n`` is the caller's buffer length."""
         c = self._conn
         O = abi.SockOpt
-        n = len(inbuf)
         if opt == O.EVENT:
             e = abi.EventOption.unpack_prefix(inbuf)
             if not e.type or e.type >= len(abi.EventType):

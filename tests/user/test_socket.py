@@ -23,14 +23,15 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _settle(threads: int, timeout: float = 3.0) -> None:
+def _settle(threads: int, timeout: float = 10.0) -> None:
+    """Wait for the I/O thread to leave (it lingers about 1 s after the last socket)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and threading.active_count() > threads:
         time.sleep(0.01)
 
 
 def test_no_thread_or_fd_leak() -> None:
-    LOOP.join_stopped()
+    LOOP.join_stopped(idle=True)  # a thread lingering after earlier tests
     threads = threading.active_count()
     fds = _fds()
     socks = []
@@ -347,3 +348,52 @@ def test_local_protocol_error_reports_close_info_and_errno() -> None:
             assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.EPROTO
     finally:
         hole.close()
+
+
+def test_getsockopt_absurd_buflen_does_not_allocate() -> None:
+    s = QuicSocket()
+    try:
+        s.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+        # within a C int: the kernel copies what it has, whatever the length
+        assert s.getsockopt(SOL_QUIC, abi.SockOpt.ALPN, (1 << 31) - 1) == b"h3"
+        with pytest.raises(OverflowError):
+            s.getsockopt(SOL_QUIC, abi.SockOpt.ALPN, 1 << 40)
+        with pytest.raises(OSError) as info:
+            s.getsockopt(SOL_QUIC, abi.SockOpt.ALPN, -1)
+        assert info.value.errno == errno.EINVAL
+    finally:
+        s.close()
+
+
+def test_readiness_fd_made_on_demand() -> None:
+    """Blocking users never pay for the readiness socketpair: fileno() makes it."""
+    fds = _fds()
+    s = QuicSocket()
+    try:
+        assert _fds() == fds
+        assert "fd=-1" in repr(s)
+        fd = s.fileno()
+        assert fd >= 0 and _fds() == fds + 2
+        assert s.fileno() == fd
+        r, w, _ = select.select([fd], [fd], [], 0)
+        assert r == [fd] and w == [fd]  # unconnected: readable and writable (closed)
+    finally:
+        s.close()
+    assert s.fileno() == -1
+
+
+def test_io_thread_lingers_then_stops() -> None:
+    """Sequential connections reuse the I/O thread; it leaves ~1 s after the last socket."""
+    LOOP.join_stopped(idle=True)
+    threads = threading.active_count()
+    s = QuicSocket()
+    s.bind(("127.0.0.1", 0))
+    s.close()
+    assert LOOP.running  # lingering
+    s2 = QuicSocket()
+    s2.bind(("127.0.0.1", 0))
+    assert threading.active_count() == threads + 1  # the same thread again
+    s2.close()
+    _settle(threads)
+    assert not LOOP.running
+    assert threading.active_count() == threads
