@@ -11,7 +11,7 @@ Prints MB/s and packets/s of CPU time (both connections together), which is
 what the bulk figure of ``bench/run.py`` is bound by.  ``--profile FILE``
 writes a cProfile of the transfer.
 
-    python bench/engine_micro.py [--size 20M] [--payload 1200] [--runs 3]
+    python bench/engine_micro.py [--size 20M] [--payload 1200] [--runs 3] [--loss 0.02]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import random
 import sys
 import time
 
@@ -55,9 +56,12 @@ def _setup(payload: int) -> tuple[QuicConnection, QuicConnection]:
 
 
 def transfer(size: int, payload: int, chunk: int = 65536,
-             prof: cProfile.Profile | None = None) -> dict[str, float]:
-    """Send ``size`` bytes server -> client; returns the figures."""
+             prof: cProfile.Profile | None = None, loss: float = 0.0) -> dict[str, float]:
+    """Send ``size`` bytes server -> client; returns the figures.  ``loss``
+    drops that share of the server's datagrams (seeded), as a full receive
+    buffer does on loopback: the packets after a gap arrive out of order."""
     cli, srv = _setup(payload)
+    rng = random.Random(11)
     data = os.urandom(chunk)
     base = max(cli._now, srv._now) - time.monotonic()
 
@@ -93,6 +97,8 @@ def transfer(size: int, payload: int, chunk: int = 65536,
         out = srv.datagrams_to_send(now)
         packets += len(out)
         for d, _a in out:
+            if loss and rng.random() < loss:
+                continue
             cli.receive_datagram(d, SERVER_ADDR, CLIENT_ADDR, now)
         # the receiving application reads everything
         for _ in range(100_000):
@@ -116,8 +122,9 @@ def transfer(size: int, payload: int, chunk: int = 65536,
             # nothing moved: wait for the next timer (pacing, ACK delay)
             t = min((x for x in (srv.next_timer(), cli.next_timer()) if x is not None),
                     default=None)
-            if t is not None and t > clock():
-                time.sleep(min(t - clock(), 0.01))
+            wait = t - clock() if t is not None else 0.0
+            if wait > 0:
+                time.sleep(min(wait, 0.01))
         if srv.state != ConnState.ESTABLISHED or cli.state != ConnState.ESTABLISHED:
             raise SystemExit(f"connection closed: {srv.get_close_info()} "
                              f"{cli.get_close_info()}")
@@ -178,6 +185,8 @@ def main() -> None:
     ap.add_argument("--payload", type=int, default=1200)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", metavar="FILE")
+    ap.add_argument("--loss", type=float, default=0.0,
+                    help="drop this share of the server's datagrams (out-of-order data)")
     ap.add_argument("--rr", type=int, default=0, metavar="N",
                     help="instead: N 64-byte round trips, CPU us per round trip")
     args = ap.parse_args()
@@ -190,11 +199,11 @@ def main() -> None:
     size = _size(args.size)
     if args.profile:
         prof = cProfile.Profile()
-        r = transfer(size, args.payload, prof=prof)
+        r = transfer(size, args.payload, prof=prof, loss=args.loss)
         prof.dump_stats(args.profile)
         print(r)
         return
-    results = [transfer(size, args.payload) for _ in range(args.runs)]
+    results = [transfer(size, args.payload, loss=args.loss) for _ in range(args.runs)]
     results.sort(key=lambda r: r["MB_per_cpu_s"])
     for r in results:
         print(f"  {r['MB_per_cpu_s']:7.1f} MB/s CPU  {r['packets_per_cpu_s']:8.0f} packets/s CPU"

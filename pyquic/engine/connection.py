@@ -79,8 +79,15 @@ RECV_SIZE_KNOWN only for a FIN that arrives out of order, RECV_RECVD once all
 data is queued, RECV_RESET_RECVD on RESET_STREAM (the stream's unread data is
 purged from the receive queue); SEND_RECVD (no final size, as the kernel),
 SEND_RESET_SENT only on a peer STOP_SENDING, SEND_RESET_RECVD on the ACK of
-our RESET_STREAM.  Old 1-RTT receive keys are dropped 3 PTO after the peer's
+our RESET_STREAM.  After STOP_SENDING, arriving data of that stream is
+discarded (its credit returned) and raises no RECV_RECVD, as the kernel
+(frame.c skips STREAM frames once ``recv.stop_sent``); data queued before
+stays readable.  Old 1-RTT receive keys are dropped 3 PTO after the peer's
 key phase change (RFC 9001 §6.5); AEAD limits (§6.6) are not enforced.
+``key_update`` fails with EINVAL (kernel crypto.c ``key_pending``) after any
+key update, ours or the peer's, until a packet in the new phase arrives at
+least 2 PTO after our first packet under the new keys;
+``key_update_pending`` (bool) tells whether it would fail now.
 
 Address validation (RFC 9000 §8.1): the endpoint helper sends Retry when the
 listener has ``validate_peer_address``; ``accept`` opens the token of the
@@ -96,7 +103,8 @@ version_information (RFC 9368).  A server whose CONFIG.version is another
 compatible version the client offers upgrades to it when it gets the
 client's parameters before handing out its own (FakeHandshake / libquic
 order); the client follows an Initial of an offered version once it
-decrypts.  A client drops the attempt with EPROTONOSUPPORT on a Version
+decrypts, at any time while it has Initial keys (the server may have ACKed
+the ClientHello in the old version first; kernel packet.c), once.  A client drops the attempt with EPROTONOSUPPORT on a Version
 Negotiation with no common version, or restarts its Initial in a common one
 (downgrade checked against the server's version_information).
 
@@ -110,7 +118,13 @@ address changes: new path amplification limited until validated, congestion
 state kept on a NAT rebinding (same host), reset otherwise, fresh peer CID
 when the peer moved to a new CID, back to the old path if the new one fails
 validation; the client moves to the server's
-preferred_address after confirmation (probe, then switch).
+preferred_address after confirmation (probe, then switch), picking it by
+``family`` (the socket's AF_INET / AF_INET6, set by the socket layer before
+connect; kernel family.c: AF_INET6 takes the IPv6 address, else the IPv4
+one; AF_INET the IPv4 one; None: the current remote's family only).  A new
+path is probed with PATH_CHALLENGE every max(2 PTO, 1.5 s), 4 times at most
+(kernel timer.c), and a PATH_RESPONSE to any of those challenges validates
+it.
 
 Behaviour notes: the default datagram size is 1452 bytes (``path.DEFAULT_PMTU``;
 the kernel uses the route MTU), which makes the kernel's datagram limit hold
@@ -130,11 +144,14 @@ fall back to for anything unusual): a 1-RTT datagram with one STREAM frame
 of the only stream with data (plus a piggybacked ACK) is built and sealed in
 ``OutQueue._build_stream_fast``; a 1-RTT packet on the current path and key
 phase whose payload is one in-order STREAM frame (optionally after an ACK)
-goes straight to the receive queue (``_receive_short_fast``); after such a
+goes straight to the receive queue (``_receive_short_fast``; an
+out-of-order one is buffered by its stream there too, and an ACK-only packet
+is handled there as well); after such a
 packet the flow-control updates, ACK timer and idle timer are brought up to
 date once per batch by ``_flush_rx`` (run by ``datagrams_to_send``,
 ``next_timer`` and ``handle_timer``); ``datagrams_to_send`` returns at once
-when nothing can be sent; ACKed STREAM ranges of consecutive packets are
+when nothing can be sent; an ACK-only 1-RTT datagram is built by
+``OutQueue._build_ack_fast``; ACKed STREAM ranges of consecutive packets are
 acknowledged as one range.
 
 Peer error codes are 62-bit, the kernel ABI's errcode fields u32: events and
@@ -156,6 +173,7 @@ import errno
 import hmac
 import ipaddress
 import os
+import socket as _socket_consts  # AF_* constants only (sans-I/O)
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
@@ -264,6 +282,7 @@ CRYPTO_RECV_LIMIT = 64 * 1024  # per level, before CRYPTO_BUFFER_EXCEEDED
 CID_LEN = 8
 SNDBUF_MIN = 64 * 1024
 BACKLOG_MAX = 128
+MAX_PATH_RETRIES = 3  # PATH_CHALLENGE resends on a new path (kernel QUIC_MAX_ALT_PROBES)
 TICKET_KEY_LEN = 64
 
 _PROBING_FRAMES = frozenset((fr.PaddingFrame, fr.PathChallengeFrame, fr.PathResponseFrame,
@@ -387,6 +406,11 @@ class QuicConnection:
         self._prev_key_until = 0.0  # RFC 9001 §6.5: old receive keys kept until then
         self._key_phase_start_pn = -1  # first PN received in the current phase
         self._key_update_sent_pn = -1
+        # kernel crypto.c key_pending: after any key update (ours or the
+        # peer's) a new local one is refused until a packet in the new phase
+        # arrives 2 PTO after our first packet under the new keys
+        self._ku_hold = False
+        self._ku_sent_at: float | None = None
         self.use_early = False
         self.outq = OutQueue()
         self.inq = InQueue()
@@ -428,6 +452,7 @@ class QuicConnection:
         self.hold_initial_after_vn = False
         self.initial_restart_pending = False
         self.original_version = 0  # version of the client's first Initial
+        self._version_followed = False  # client: followed a compatible upgrade
         self._old_initial: tuple[int, PacketKey] | None = None  # server after upgrade
         self.token_validated = False  # server: the client's token proved its address
         self._grease_pool = 0
@@ -441,6 +466,10 @@ class QuicConnection:
         self._pmtu_retry_size = 0
         # migration with per-datagram addresses (datagrams_to_send_from)
         self.per_path_io = False
+        # the socket's address family (AF_INET / AF_INET6), set by the socket
+        # layer before connect: it picks the server's preferred address as
+        # the kernel does (family.c); None = the current remote's family
+        self.family: int | None = None
         self._rx_addr: tuple[Addr, Addr] = (None, None)
         self._rx_nonprobing = False
         self._peer_last_dcid = b""  # DCID of the peer's last non-probing packet
@@ -765,6 +794,28 @@ class QuicConnection:
         return PreferredAddress(v4, addr[1] if ip.version == 4 else 0, v6,
                                 addr[1] if ip.version == 6 else 0, c.cid, c.token)
 
+    def _pick_preferred_address(self, pa: PreferredAddress, remote: tuple) -> Addr:
+        """The preferred address our socket family takes (kernel family.c):
+        AF_INET the IPv4 one; AF_INET6 the IPv6 one, else the IPv4 one.
+        Unset ``family``: only the current remote's family."""
+        v4: Addr = None
+        if pa.ipv4_port and any(pa.ipv4_address):
+            ip4 = ipaddress.IPv4Address(pa.ipv4_address)
+            if not ip4.is_multicast:
+                v4 = (str(ip4), pa.ipv4_port)
+        v6: Addr = None
+        if pa.ipv6_port:
+            ip6 = ipaddress.IPv6Address(pa.ipv6_address)
+            if not (ip6.is_unspecified or ip6.is_multicast or ip6.ipv4_mapped):
+                scope = remote[3] if len(remote) == 4 and ip6.is_link_local else 0
+                v6 = (str(ip6), pa.ipv6_port, 0, scope)
+        fam = self.family
+        if fam is None:
+            return v4 if len(remote) == 2 else v6
+        if fam == _socket_consts.AF_INET6:
+            return v6 if v6 is not None else v4
+        return v4
+
     def _use_preferred_address(self, now: float) -> None:
         """Client: probe the server's preferred address after confirmation
         and move there once validated (RFC 9000 §9.6.1)."""
@@ -773,11 +824,8 @@ class QuicConnection:
         remote = self.paths.remote
         if pa is None or not isinstance(remote, tuple) or self.paths.challenge is not None:
             return
-        if len(remote) == 2 and pa.ipv4_port and any(pa.ipv4_address):
-            target: Addr = (str(ipaddress.IPv4Address(pa.ipv4_address)), pa.ipv4_port)
-        elif len(remote) == 4 and pa.ipv6_port and any(pa.ipv6_address):
-            target = (str(ipaddress.IPv6Address(pa.ipv6_address)), pa.ipv6_port, 0, 0)
-        else:
+        target = self._pick_preferred_address(pa, remote)
+        if target is None:
             return
         if target == remote:
             return
@@ -1029,6 +1077,8 @@ class QuicConnection:
         if pns.is_duplicate(pn):
             return False
         # --- authenticated: from here on the packet is processed
+        if self._ku_hold and not self._key_pending:
+            self._ku_check(now)
         paths = self.paths
         if not paths.validated:
             paths.on_received(n)
@@ -1047,6 +1097,13 @@ class QuicConnection:
                 self._on_ack(APP, ack, now)
                 if self.state in (ConnState.CLOSED, ConnState.DRAINING):
                     return True
+        elif ack is not None and (start == len(payload) or not any(payload[start:])):
+            # ACK only (maybe padded): the bulk sender's usual packet
+            eliciting = False
+            self._rx_nonprobing = True
+            self._on_ack(APP, ack, now)
+            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+                return True
         else:
             self._rx_nonprobing = False
             frames = fr.parse_frames(payload, int(PacketType.ONE_RTT))
@@ -1096,10 +1153,12 @@ class QuicConnection:
             return False
         recv = st.recv
         if recv is None or recv.state != StreamState.RECV_RECV or recv.stop_sent \
-                or recv._ready or recv._starts or offset != recv._contig or not recv.highest:
+                or recv._ready or not recv.highest:
             return False
         end = offset + length
         streams = self.streams
+        if offset != recv._contig or recv._starts:
+            return self._stream_fast_ooo(recv, sid, offset, end, payload, pos)
         grow = end - recv.highest
         if end > recv.max_data or grow > streams.recv_max_data - streams.recv_highest:
             return False  # the general path raises FLOW_CONTROL_ERROR
@@ -1109,6 +1168,22 @@ class QuicConnection:
         recv._contig = end
         recv.read_offset = end
         self.inq.push_stream(sid, payload[pos:] if pos else payload, False)
+        return True
+
+    def _stream_fast_ooo(self, recv: Any, sid: int, offset: int, end: int,
+                         payload: bytes, pos: int) -> bool:
+        """``_stream_fast`` for data out of order, or filling a gap (a lost
+        packet): buffered by the stream, then whatever became contiguous goes
+        to the receive queue, as ``_on_stream_frame`` does."""
+        streams = self.streams
+        grow = max(end - recv.highest, 0)
+        if end > recv.max_data or grow > streams.recv_max_data - streams.recv_highest:
+            return False  # the general path raises FLOW_CONTROL_ERROR
+        recv.on_data(offset, memoryview(payload)[pos:], False, None)
+        streams.recv_highest += grow
+        if recv._ready:
+            data, _fin = recv.read(-1, False)
+            self.inq.push_stream(sid, data, False)
         return True
 
     def _flush_rx(self) -> None:
@@ -1138,9 +1213,13 @@ class QuicConnection:
             if old is not None and ptype == PacketType.INITIAL and hdr.version == old[0]:
                 key = old[1]  # server: the client's Initial in the original version
             elif self.is_client and ptype == PacketType.INITIAL and \
-                    self.peer_initial_scid is None and hdr.version in SUPPORTED_VERSIONS:
+                    self._recv_keys[INITIAL] is not None and \
+                    hdr.version in SUPPORTED_VERSIONS and \
+                    not self._version_followed:
                 # RFC 9368 §2.3: the server upgraded compatibly; follow it
-                # once a packet of the new version authenticates
+                # once a packet of the new version authenticates - at any
+                # time while Initial keys live, as the kernel (packet.c):
+                # the server may have ACKed our Initial in the old version
                 key = initial_keys(hdr.version, self._initial_dcid, True)[1]
                 upgrade = hdr.version
             else:
@@ -1189,11 +1268,15 @@ class QuicConnection:
         if pns.is_duplicate(pn):
             return False
         if upgrade:
+            self._version_followed = True  # once: late old-version Initials are dropped
             self._change_version(upgrade)
         if phase_change:
             self._on_peer_key_phase(pn, now)
         elif ptype == PacketType.ONE_RTT and self._key_phase_start_pn < 0:
             self._key_phase_start_pn = pn
+        if self._ku_hold and ptype == PacketType.ONE_RTT and not self._key_pending \
+                and key is self._recv_keys[APP]:
+            self._ku_check(now)
         # first packet from the server: switch to its chosen CID (RFC 9000 §7.2)
         if self.is_client and ptype == PacketType.INITIAL and self.peer_initial_scid is None:
             self.peer_initial_scid = hdr.scid
@@ -1252,6 +1335,8 @@ class QuicConnection:
         if key is not None:
             self._send_keys[APP] = key.next_phase()
         self.key_phase ^= 1
+        self._ku_hold = True
+        self._ku_sent_at = None
         self._event(abi.KeyUpdateEvent(self.key_phase))
 
     def _process_frames(self, space: int, frames: list[Any], now: float,
@@ -1611,11 +1696,17 @@ class QuicConnection:
         paths.set_addresses(1, local, remote)
         paths.alt_probes = 0
         self._path_kind = kind
-        self._send_path_challenge(now)
+        self._send_path_challenge(now, False)
 
-    def _send_path_challenge(self, now: float) -> None:
+    def _probe_timeout(self) -> float:
+        # kernel (outqueue.c, timer.c): max(2 PTO, 1.5 s) per PATH_CHALLENGE on
+        # a new path; RFC 9000 §8.2.4 likewise floors it with the initial-RTT
+        # PTO, as the new path's RTT is unknown (a busy peer answers late)
+        return max(2 * self.rtt.pto(), MIN_PATH_TIMEOUT / 1e6)
+
+    def _send_path_challenge(self, now: float, again: bool = True) -> None:
         paths = self.paths
-        data = paths.start_challenge(1, now, self._path_timeout())
+        data = paths.start_challenge(1, now, self._probe_timeout(), again)
         alt = self.dest.alt
         dcid = alt.cid if alt is not None else self.dcid
         p1 = paths.paths[1]
@@ -1623,7 +1714,7 @@ class QuicConnection:
         probe = self._build_probe(now, dcid, fr.PathChallengeFrame(data).encode(), MIN_PMTU)
         if probe is not None:
             self._probe_out.append((probe, p1.remote, p1.local))
-        self.timers.set(TimerKind.PATH, now + self._path_timeout())
+        self.timers.set(TimerKind.PATH, now + self._probe_timeout())
 
     def _complete_path_switch(self, now: float) -> None:
         """PATH_RESPONSE on path 1: move to it (client migration / preferred address)."""
@@ -1652,7 +1743,7 @@ class QuicConnection:
         paths = self.paths
         if paths.challenge is None:
             return
-        if paths.challenge_path == 1 and paths.alt_probes < 3:
+        if paths.challenge_path == 1 and paths.alt_probes <= MAX_PATH_RETRIES:
             self._send_path_challenge(now)  # another PATH_CHALLENGE (§8.2.1)
             return
         peer_failed = paths.challenge_path == 0 and self._migration_local == 0
@@ -1956,6 +2047,8 @@ class QuicConnection:
             out.extend(self._probe_out)
         self._path_responses.clear()
         self._probe_out.clear()
+        if self._ku_hold and self._ku_sent_at is None and out:
+            self._ku_sent_at = now  # first packets under the new keys
         self._set_loss_timer()
         self._set_ack_timer()
         return out
@@ -2492,7 +2585,7 @@ class QuicConnection:
         """Start a key update (RFC 9001 §6); EINVAL while one is pending."""
         if self.state != ConnState.ESTABLISHED:
             raise _oserr(errno.EPIPE)
-        if self._key_pending:
+        if self._key_pending or self._ku_hold:
             raise _oserr(errno.EINVAL, "key update pending")
         key = self._send_keys[APP]
         if key is None:
@@ -2501,6 +2594,22 @@ class QuicConnection:
         self.key_phase ^= 1
         self._key_pending = True
         self._key_update_sent_pn = self.spaces[APP].next_pn
+        self._ku_hold = True
+        self._ku_sent_at = None
+
+    @property
+    def key_update_pending(self) -> bool:
+        """``key_update`` would fail with EINVAL now (kernel key_pending)."""
+        return self._key_pending or self._ku_hold
+
+    def _ku_check(self, now: float) -> None:
+        """A packet in the current key phase arrived: lift the hold on a new
+        key update 2 PTO after we first sent under the new keys (crypto.c;
+        RFC 9001 §6.5 asks to wait for the peer to have the new keys)."""
+        t = self._ku_sent_at
+        if t is not None and now - t >= 2 * self.rtt.pto():
+            self._ku_hold = False
+            self._ku_sent_at = None
 
     def set_transport_param(self, p: abi.TransportParam) -> None:
         """TRANSPORT_PARAM: validate and copy the non-zero fields (socket.c)."""

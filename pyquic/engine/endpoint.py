@@ -41,6 +41,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -84,7 +85,10 @@ RESET_MIN_LEN = 21  # RFC 9000 §10.3: 5 unpredictable bytes + 16-byte token
 RESET_DEF_LEN = 41  # kernel QUIC_STATELESS_RESET_DEF_LEN
 
 
+@lru_cache(maxsize=64)
 def _subkey(key: bytes, label: bytes) -> bytes:
+    # cached: a listener's key serves every connection it accepts (reset
+    # tokens for each connection ID, tokens for each handshake)
     return hkdf_expand_label("sha256", hkdf_extract("sha256", b"pyquic", key), label, b"", 32)
 
 

@@ -349,8 +349,11 @@ class OutQueue:
         pns = conn.spaces[APP]
         pending = conn.streams._pending_send
         if not pending:
-            # nothing but maybe an ACK: the general packer decides about it
-            return b"" if not pns.ack_pending else None
+            # nothing but maybe an ACK (the bulk receiver's usual datagram)
+            if not pns.ack_pending or not (pns.ack_needed or (
+                    pns.ack_deadline is not None and now >= pns.ack_deadline)):
+                return b""  # no ACK due: the general packer would build nothing
+            return self._build_ack_fast(conn, now, pns)
         if len(pending) != 1:
             return None
         for st in pending.values():
@@ -426,6 +429,44 @@ class OutQueue:
                                                  [(REC_ACK, largest_ack), rec], largest_ack))
         else:
             conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), True, True, [rec]))
+        return dgram
+
+    def _build_ack_fast(self, conn: Any, now: float, pns: Any) -> bytes | None:
+        """An ACK-only 1-RTT datagram (not ack-eliciting, not in flight,
+        RFC 9002 §2), as the general packer would build it."""
+        ranges = pns.ack_ranges()
+        if not ranges:
+            return None
+        pn = pns.next_pn
+        largest = pns.largest_acked
+        pn_len = ((pn + 1 if largest < 0 else pn - largest).bit_length() + 8) >> 3
+        if pn_len < 2:
+            pn_len = 2
+        elif pn_len > 4:
+            return None
+        delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
+        payload = fr.AckFrame(ranges, delay).encode()
+        if len(payload) > 256:
+            return None
+        minp = 4 - pn_len + _SAMPLE_LEN - _TAG_LEN  # RFC 9001 §5.4.2 sample room
+        if len(payload) < minp:
+            payload += bytes(minp - len(payload))
+        dcid = conn.dcid
+        key = conn._send_keys[APP]
+        first = 0x44 | pn_len - 1 if conn.key_phase else 0x40 | pn_len - 1
+        tpn = pn & _PN_MASK[pn_len]
+        header = b"".join((bytes((first,)), dcid, tpn.to_bytes(pn_len, "big")))
+        ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), payload, header)
+        s = 4 - pn_len
+        mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
+        tpn ^= int.from_bytes(mask[1:1 + pn_len], "big")
+        dgram = b"".join((bytes((first ^ (mask[0] & 0x1F),)), dcid,
+                          tpn.to_bytes(pn_len, "big"), ct))
+        pns.next_pn = pn + 1
+        pns.on_ack_sent()
+        largest_ack = ranges[0][1]
+        conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), False, False,
+                                             [(REC_ACK, largest_ack)], largest_ack))
         return dgram
 
     def _build_one(self, conn: Any, now: float, size_limit: int) -> bytes | None:

@@ -8,7 +8,8 @@ opaque hashable tuples as Python's socket module uses them.
 * Anti-amplification (RFC 9000 §8.1): until the peer's address is validated a
   server may send at most three times the bytes it received.
 * Path validation (RFC 9000 §8.2): PATH_CHALLENGE with 8 random bytes,
-  PATH_RESPONSE echoing them; abandoned after 3 PTOs (§8.2.4).
+  PATH_RESPONSE echoing those of any challenge of the validation in
+  progress; the timeouts are the connection's (§8.2.4).
 * MTU: the datagram size in use (1200 minimum, RFC 9000 §14), capped by the
   peer's ``max_udp_payload_size``.
 """
@@ -69,7 +70,8 @@ class PathGroup:
         self.mtu = DEFAULT_PMTU
         self.peer_max_udp_payload = 65527
         # path validation (RFC 9000 §8.2)
-        self.challenge: bytes | None = None
+        self.challenge: bytes | None = None  # the latest; None: no validation
+        self._sent: list[bytes] = []  # every challenge of this validation
         self.challenge_path = 0
         self.challenge_deadline: float | None = None
         self.alt_probes = 0
@@ -129,9 +131,16 @@ class PathGroup:
         return max(MIN_PMTU, min(self.mtu, self.peer_max_udp_payload))
 
     # ------------------------------------------------------- path validation
-    def start_challenge(self, index: int, now: float, timeout: float) -> bytes:
-        """Begin validating path ``index``; returns the PATH_CHALLENGE data."""
+    def start_challenge(self, index: int, now: float, timeout: float,
+                        again: bool = False) -> bytes:
+        """Begin validating path ``index`` (or send another challenge for it);
+        returns the PATH_CHALLENGE data.  With ``again``, a response to any
+        challenge of the same validation counts (a late answer to an earlier
+        probe)."""
         self.challenge = self._random(ENTROPY_LEN)
+        if not again or self.challenge_path != index or len(self._sent) >= MAX_ALT_PROBES:
+            self._sent.clear()
+        self._sent.append(self.challenge)
         self.challenge_path = index
         self.challenge_deadline = now + timeout
         self.alt_probes += 1
@@ -141,9 +150,10 @@ class PathGroup:
 
     def on_response(self, data: bytes) -> int:
         """A PATH_RESPONSE arrived: returns the validated path index or -1."""
-        if self.challenge is None or data != self.challenge:
+        if self.challenge is None or data not in self._sent:
             return -1
         index = self.challenge_path
+        self._sent.clear()
         self.challenge = None
         self.challenge_deadline = None
         self.alt_probes = 0
@@ -155,6 +165,7 @@ class PathGroup:
             self.pending_responses.append((data, index))
 
     def abandon_challenge(self) -> None:
+        self._sent.clear()
         self.challenge = None
         self.challenge_deadline = None
         self.alt_probes = 0

@@ -172,6 +172,9 @@ class NetSim:
         self.nat: dict[object, object] = {}
         self.server_addrs: set[object] = {SERVER_ADDR}
         self.misrouted = 0
+        # send at once after each delivered datagram, before the TLS drivers
+        # run (a socket layer that ACKs from its receive path)
+        self.flush_on_receive = False
 
     # ------------------------------------------------------------ link
     def _transmit(self, to_server: bool, data: bytes, src: object = None,
@@ -278,6 +281,8 @@ class NetSim:
             self.now = max(self.now, t)
             while self._queue and self._queue[0].at <= self.now:
                 self._deliver(heapq.heappop(self._queue))
+                if self.flush_on_receive:
+                    self._flush()
             for c in conns:
                 nt = c.next_timer()
                 if nt is not None and nt <= self.now:
@@ -390,9 +395,10 @@ def _server_cert() -> tuple[object, object]:
 
 class TlsHandshake:
     """Drives one side's handshake with the real TLS engine (pyquic.tls),
-    in the same order as pyquic.tls.driver: our transport parameters first,
-    the peer's before the keys of its flight, then the secrets, then the
-    messages.  Same interface as :class:`FakeHandshake`."""
+    in the same order as pyquic.tls.driver: our transport parameters are
+    read when the TLS engine first needs them (a server installs the
+    client's before), the peer's go in before the keys of its flight, then
+    the secrets, then the messages.  Same interface as :class:`FakeHandshake`."""
 
     def __init__(self, conn: QuicConnection, now: float = 1000.0, alpn: str = "sim",
                  **config: object) -> None:
@@ -416,10 +422,17 @@ class TlsHandshake:
         self.done = False
         self.app_messages: list[bytes] = []
 
+    def _local_tp(self, peer: bytes | None) -> bytes:
+        # pyquic.tls.driver's order (libquic's): the peer's parameters go in
+        # before ours are read, so a server can upgrade the version first
+        if peer is not None and not self.peer_tp_set:
+            self.conn.set_transport_param_ext(peer)
+            self.peer_tp_set = True
+        return self.conn.get_transport_param_ext()
+
     def _ensure(self) -> None:
         if self.ctx is None:
-            self.ctx = self._ctx_cls(self._cfg, self.conn.get_transport_param_ext(),
-                                     now=self._now)
+            self.ctx = self._ctx_cls(self._cfg, self._local_tp, now=self._now)
 
     def start(self) -> None:
         if self.conn.is_client and not self.started:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -365,8 +366,55 @@ def test_key_update_local_and_peer() -> None:
     assert c.key_phase == 1 and srv.key_phase == 1
     assert not _events(c)  # no event for our own update
     assert any(isinstance(abi.decode_event(e), abi.KeyUpdateEvent) for e in rcv.events)
-    c.key_update()  # allowed again once the peer answered
+    # kernel crypto.c: still refused until a packet in the new phase
+    # arrives 2 PTO after our first one under the new keys
+    assert c.key_update_pending
+    with pytest.raises(OSError) as e:
+        c.key_update()
+    assert e.value.errno == errno.EINVAL
+    _ping_until(sim, lambda: not c.key_update_pending)
+    c.key_update()  # allowed again
     assert c.key_phase == 0
+
+
+def _ping_until(sim: NetSim, cond: Callable[[], bool], max_time: float = 5.0) -> None:
+    """Exchange a little stream data both ways until ``cond`` holds."""
+    start = sim.now
+    rcv = StreamReceiver()
+
+    def step(s: NetSim) -> None:
+        rcv.step(s.server)
+        rcv.step(s.client)
+        if s.now - step.last >= 0.02:  # type: ignore[attr-defined]
+            step.last = s.now  # type: ignore[attr-defined]
+            for conn in (s.client, s.server):
+                assert conn is not None
+                sid = conn.stream_open(-1, 0x800)
+                conn.send_stream(sid, b"p", FIN, True)
+
+    step.last = -1.0  # type: ignore[attr-defined]
+    sim.on_step = step
+    assert sim.run(lambda s: cond(), max_time=max_time)
+    sim.on_step = None
+    assert sim.now - start < max_time
+
+
+def test_key_update_held_after_peer_update() -> None:
+    """A peer-initiated update holds back ours as well (kernel key_pending),
+    which lifts after 2 PTO of traffic in the new phase."""
+    sim = _pair(3)
+    c, srv = sim.client, sim.server
+    assert srv is not None
+    c.key_update()
+    _ping_until(sim, lambda: srv.key_phase == 1)
+    assert srv.key_update_pending
+    with pytest.raises(OSError) as e:
+        srv.key_update()
+    assert e.value.errno == errno.EINVAL
+    _ping_until(sim, lambda: not srv.key_update_pending)
+    srv.key_update()
+    _ping_until(sim, lambda: c.key_phase == 0 and srv.key_phase == 0)
+    assert c.key_update_pending  # the client just followed the server
 
 
 def test_connection_ids_issued_and_retired() -> None:

@@ -193,3 +193,100 @@ def test_peer_reset_with_62_bit_code_masks_the_event_code() -> None:
     ev = abi.decode_event(item.data)
     assert isinstance(ev, abi.StreamUpdateEvent)
     assert ev.state == StreamState.RECV_RESET_RECVD and ev.errcode == 0x1234
+
+
+def test_fast_receive_out_of_order_and_gap_fill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out-of-order STREAM data (a lost packet) is buffered by the fast path,
+    not the general frame parser, and released once the gap fills."""
+    sim = _established()
+    sid = _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+    general: list[int] = []
+    orig = QuicConnection._process_frames
+
+    def spy(self: QuicConnection, *a: Any) -> bool:
+        general.append(1)
+        return orig(self, *a)
+
+    monkeypatch.setattr(QuicConnection, "_process_frames", spy)
+
+    def frame(off: int, data: bytes) -> bytes:
+        return b"\x0c" + encode_varint(sid) + encode_varint(off) + data
+
+    _inject(sim.client, srv, frame(5 + 300, b"c" * 300))  # gap at 5..305
+    _inject(sim.client, srv, frame(5 + 600, b"d" * 300))
+    _inject(sim.client, srv, frame(5 + 350, b"x" * 100))  # duplicate inside the gap
+    assert srv.recv(65536) is None
+    _inject(sim.client, srv, frame(5, b"a" * 300))  # fills it
+    got = b""
+    for _ in range(10):
+        item = srv.recv(65536)
+        if item is None:
+            break
+        got += item.data
+    assert got == b"a" * 300 + b"c" * 300 + b"d" * 300
+    assert not general
+    assert srv.state == ConnState.ESTABLISHED
+    assert srv.streams.recv_highest >= 905
+
+
+def test_fast_receive_out_of_order_flow_control_violation_closes() -> None:
+    sim = _established()
+    sid = _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+    limit = srv.local_tp["max_stream_data_bidi_remote"]
+    far = b"\x0c" + encode_varint(sid) + encode_varint(limit - 50) + b"y" * 100
+    _inject(sim.client, srv, far)  # out of order and beyond the window
+    assert srv.is_closed
+    assert srv.get_close_info().errcode == FLOW_CONTROL_ERROR
+
+
+def test_fast_ack_only_packets_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACK-only packets are built and processed by the fast paths in a bulk
+    transfer, and parse with the general parser."""
+    built: list[bytes] = []
+    orig_build = OutQueue._build_ack_fast
+
+    def build(self: OutQueue, conn: QuicConnection, *a: Any) -> Any:
+        d = orig_build(self, conn, *a)
+        if d and not conn.is_client:
+            built.append(d)
+        return d
+
+    monkeypatch.setattr(OutQueue, "_build_ack_fast", build)
+    general = {"acks": 0}
+    orig = QuicConnection._process_frames
+
+    def spy(self: QuicConnection, space: int, frames: list[Any], *a: Any) -> bool:
+        if space == APP and frames and all(
+                isinstance(f, (fr.AckFrame, fr.PaddingFrame)) for f in frames):
+            general["acks"] += 1
+        return orig(self, space, frames, *a)
+
+    monkeypatch.setattr(QuicConnection, "_process_frames", spy)
+    data = random.Random(3).randbytes(300_000)
+    sim = _established(loss=0.01)
+    snd = StreamSender(sim.client, [data])
+    rcv = StreamReceiver()
+
+    def step(s: NetSim) -> None:
+        snd.step()
+        rcv.step(s.server)
+
+    sim.on_step = step
+    assert sim.run(lambda s: snd.done and len(rcv.fin) == 1, max_time=600)
+    assert rcv.stream(snd.ids[0]) == data
+    assert len(built) > 20 and general["acks"] == 0
+    # the fast ACK-only packet decodes with the general code: ACK (+ PADDING)
+    d = built[-1]
+    hdr = pk.parse_header(d, 0, len(sim.client.scid))
+    key = sim.client._recv_keys[APP]
+    assert not hdr.is_long and key is not None
+    um = pk.remove_header_protection(key, d, hdr)
+    pn = pk.decode_packet_number(um.truncated_pn, um.pn_len,
+                                 sim.client.spaces[APP].largest_received)
+    frames = fr.parse_frames(pk.decrypt_payload(key, d, hdr, um, pn), int(pk.PacketType.ONE_RTT))
+    assert isinstance(frames[0], fr.AckFrame)
+    assert all(isinstance(f, fr.PaddingFrame) for f in frames[1:])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import random
+import socket
 
 import pytest
 
@@ -501,6 +502,99 @@ def test_client_moves_to_server_preferred_address() -> None:
     assert s.local_addr == PREF
 
 
+PREF6 = ("::1", 4435, 0, 0)
+
+
+def test_preferred_address_slow_server_many_seeds() -> None:
+    """The server's PATH_RESPONSE from its preferred address may come late
+    (a busy user-space server): the client must still move (kernel: a probe
+    timeout of max(2 PTO, 1.5 s); a response to any of our challenges counts)."""
+    failures = []
+    for seed in range(12):
+        sim = _pref_sim(400 + seed, PREF, PREF, None, None)
+        sim.delay = 0.0005
+        extra = random.Random(seed)
+        orig = sim._transmit
+
+        def slow(to_server: bool, data: bytes, src: object = None, dst: object = None,
+                 _orig=orig, _sim=sim, _extra=extra) -> None:
+            if not to_server and src == PREF:
+                saved = _sim.delay
+                _sim.delay = saved + _extra.uniform(0.02, 0.6)  # the server stalls
+                _orig(to_server, data, src, dst)
+                _sim.delay = saved
+                return
+            _orig(to_server, data, src, dst)
+
+        sim._transmit = slow  # type: ignore[method-assign,assignment]
+        assert sim.handshake()
+        if not sim.run(lambda x: x.client.remote_addr == PREF, max_time=5):
+            failures.append(seed)
+    assert not failures
+
+
+
+
+def _pref_sim(seed: int, served: tuple, v4: tuple | None, v6: tuple | None,
+              family: int | None) -> NetSim:
+    """The server listens on ``served`` as its preferred address and
+    advertises ``v4`` / ``v6`` in preferred_address (either may be a decoy)."""
+    import ipaddress
+
+    from pyquic.engine.transport_param import PreferredAddress
+
+    sim = _addr_sim(seed)
+    sim.server_addrs.add(served)
+    sim.client.family = family
+
+    def setup(srv: QuicConnection) -> None:
+        orig = srv.get_transport_param_ext
+        orig_pa = srv._preferred_address_param
+
+        def with_pref() -> bytes:
+            if not srv.paths.pref_addr:
+                srv.migrate(served)
+            return orig()
+
+        def both() -> PreferredAddress | None:
+            pa = orig_pa()
+            assert pa is not None
+            pa.ipv4_address = ipaddress.IPv4Address(v4[0]).packed if v4 else bytes(4)
+            pa.ipv4_port = v4[1] if v4 else 0
+            pa.ipv6_address = ipaddress.IPv6Address(v6[0]).packed if v6 else bytes(16)
+            pa.ipv6_port = v6[1] if v6 else 0
+            return pa
+
+        srv.get_transport_param_ext = with_pref  # type: ignore[method-assign]
+        srv._preferred_address_param = both  # type: ignore[method-assign]
+
+    sim.server_setup = setup
+    return sim
+
+
+@pytest.mark.parametrize("family,served,v4,v6", [
+    (socket.AF_INET6, PREF6, ("127.0.0.9", 4436), PREF6),  # IPv6 first
+    (socket.AF_INET6, PREF, PREF, None),  # no IPv6: falls back to IPv4
+    (socket.AF_INET, PREF, PREF, PREF6),  # AF_INET takes IPv4
+])
+def test_preferred_address_by_socket_family(family: int, served: tuple, v4: tuple,
+                                            v6: tuple | None) -> None:
+    """The kernel picks the preferred address by the socket's family
+    (family.c quic_v{4,6}_get_pref_addr), not by the current path's."""
+    sim = _pref_sim(50, served, v4, v6, family)
+    assert sim.handshake()
+    assert sim.run(lambda x: x.client.remote_addr == served, max_time=5)
+    assert _transfer(sim, 20_000) == random.Random(4).randbytes(20_000)
+    assert sim.server is not None and sim.server.local_addr == served
+
+
+def test_preferred_address_family_unset_keeps_remote_family() -> None:
+    sim = _pref_sim(51, PREF6, None, PREF6, None)
+    assert sim.handshake()
+    sim.run(lambda x: x.client.remote_addr == PREF6, max_time=3)
+    assert sim.client.remote_addr == SERVER_ADDR  # IPv4 path: no IPv6 move
+
+
 # ------------------------------------------------- disable_1rtt_encryption
 def _plain_sim(seed: int, client: bool, server: bool) -> tuple[NetSim, list]:
     sim, seen = _grease_sim(seed, False, False)
@@ -589,15 +683,31 @@ def test_real_tls_migration_and_key_update() -> None:
     assert sim.server is not None and sim.server.key_phase == sim.client.key_phase == 1
 
 
-def test_real_tls_server_preferring_v2_stays_consistent() -> None:
-    """pyquic.tls.driver asks for the server's parameters before it has the
-    client's, so no upgrade happens there; the connection must still work."""
+@pytest.mark.parametrize("eager", [False, True])
+def test_real_tls_compatible_upgrade_to_v2(eager: bool) -> None:
+    """pyquic.tls.driver installs the client's parameters before it reads the
+    server's, so a server preferring v2 upgrades (RFC 9368 §2.3).  With
+    ``eager`` the server ACKs the ClientHello in v1 before its TLS runs; the
+    client must still follow the later v2 Initials (kernel packet.c follows
+    a compatible Initial at any time while establishing)."""
     sim = NetSim(seed=30, real_tls=True)
+    sim.flush_on_receive = eager
     sim.listener = _listener(version=VERSION_2)
-    assert sim.handshake()
+    assert sim.handshake(max_time=10)
     assert sim.server is not None
-    assert sim.client.version == sim.server.version == VERSION_1
+    assert sim.client.original_version == VERSION_1
+    assert sim.client.version == sim.server.version == VERSION_2
     assert _transfer(sim, 20_000) == random.Random(4).randbytes(20_000)
+
+
+def test_real_tls_compatible_upgrade_lossy() -> None:
+    for seed in range(8):
+        sim = NetSim(seed=300 + seed, real_tls=True, loss=0.1)
+        sim.flush_on_receive = bool(seed & 1)
+        sim.listener = _listener(version=VERSION_2)
+        assert sim.handshake(max_time=30), seed
+        assert sim.server is not None
+        assert sim.client.version == sim.server.version == VERSION_2, seed
 
 
 def test_version_negotiation_restarts_client_hello() -> None:
