@@ -284,6 +284,7 @@ class QuicSocket(QuicSocketMixin):
             return
         self._gen += 1
         self._cond.notify_all()
+        LOOP.kick(self)
 
     def _low_water(self) -> bool:
         c: Any = self._conn
@@ -325,15 +326,26 @@ class QuicSocket(QuicSocketMixin):
         self._nwait += 1
         if send:
             self._nsend += 1
+
+        def done() -> bool:
+            return self._gen != gen or self._closed
+
         try:
-            while self._gen == gen and not self._closed:
-                if deadline is None:
-                    self._cond.wait()
-                else:
+            while not done():
+                left = None
+                if deadline is not None:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError("timed out")
+                # leader/follower (pyquic.user.loop): poll in this thread when
+                # nobody else does, else wait to be signalled
+                if LOOP.lead(self, done, deadline):
+                    continue
+                LOOP.follow(self)
+                try:
                     self._cond.wait(left)
+                finally:
+                    LOOP.unfollow(self)
         finally:
             self._nwait -= 1
             if send:
@@ -590,6 +602,8 @@ class QuicSocket(QuicSocketMixin):
             # after a Version Negotiation the driver sends a new ClientHello
             # (see "Version Negotiation restart" in the module docstring)
             self._conn.hold_initial_after_vn = True
+            # the preferred address is chosen by the socket's family (family.c)
+            self._conn.family = self.family
             self._conn.connect(remote, ep.local, now)
             self._remote = remote
             self._connected = True
