@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+
+from _common import ensure_certificate, example_parser, run
 
 from pyquic import aio
 
@@ -33,20 +33,6 @@ SERVICES: dict[str, Callable[[bytes], bytes]] = {
     "upper": bytes.upper,
     "reverse": lambda data: data[::-1],
 }
-
-
-def ensure_certificate(args: argparse.Namespace) -> None:
-    """Fill ``args.cert``/``args.key`` with a self-signed pair when none was given."""
-    if args.cert:
-        return
-    from pyquic.tls.x509 import generate_self_signed
-
-    cert, key = generate_self_signed("localhost", names=("localhost", "127.0.0.1", "::1"))
-    d = Path(tempfile.mkdtemp(prefix="pyquic-alpn-"))
-    (d / "cert.pem").write_bytes(cert)
-    (d / "key.pem").write_bytes(key)
-    args.cert, args.key = str(d / "cert.pem"), str(d / "key.pem")
-    print(f"certificate: {args.cert}", flush=True)
 
 
 def service(name: str) -> Callable[[aio.Connection], Awaitable[None]]:
@@ -63,7 +49,7 @@ def service(name: str) -> Callable[[aio.Connection], Awaitable[None]]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    ensure_certificate(args)
+    ensure_certificate(args, "alpn")
     servers: list[aio.Server] = []
     port = args.port
     for name in SERVICES:  # the first listener fixes the port (0: any), the others share it
@@ -95,31 +81,12 @@ async def client(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="role", required=True)
-    for name in ("server", "client"):
-        s = sub.add_parser(name)
-        s.add_argument("--host", default="127.0.0.1")
-        s.add_argument("--port", type=int, default=4433)
-        s.add_argument("--backend", choices=["kernel", "user"], default=None)
-    srv = sub.choices["server"]
-    srv.add_argument("--cert", help="PEM certificate chain (default: a throwaway self-signed one)")
-    srv.add_argument("--key", help="PEM private key")
-    cli = sub.choices["client"]
-    cli.add_argument("--cafile", help="trust these certificates (default: the system store)")
-    cli.add_argument("--hostname", default="localhost", help="name to verify and send as SNI")
-    cli.add_argument("--insecure", action="store_true", help="do not verify the server")
+    p, _, cli = example_parser(__doc__)
     cli.add_argument("--alpn", default="echo", help="ALPN(s) to offer, comma-separated")
     cli.add_argument("--timeout", type=float, default=10.0, help="handshake timeout (s)")
     cli.add_argument("message", nargs="*", default=["hello"])
     args = p.parse_args(argv)
-    try:
-        if args.role == "server":
-            asyncio.run(serve(args))
-            return 0
-        return asyncio.run(client(args))
-    except KeyboardInterrupt:
-        return 130
+    return run(args, serve, client)
 
 
 if __name__ == "__main__":

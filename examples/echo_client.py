@@ -2,7 +2,7 @@
 
 Usage::
 
-    python examples/echo_client.py --ca echo-cert.pem hello world [--port 4433]
+    python examples/echo_client.py --ca /tmp/pyquic-echo-xxxx/cert.pem hello world [--port 4433]
 
 Pairs with examples/echo_server.py. The streams are opened and written
 before any echo is read, so the server handles them in parallel.

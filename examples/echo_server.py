@@ -4,11 +4,11 @@ Usage::
 
     python examples/echo_server.py --cert cert.pem --key key.pem [--port 4433]
 
-Without --cert/--key it writes a fresh self-signed certificate for
-"localhost" to ./echo-cert.pem and ./echo-key.pem (give the first to the
-client with --ca). Works on the kernel and the user backend alike: only the
-socket API is used (socket/bind/listen/accept, the handshake driver, and
-recvmsg/sendmsg through the typed helpers).
+Without --cert/--key it makes a throwaway self-signed certificate for
+"localhost" and prints its path (give it to the client with --ca). Works on
+the kernel and the user backend alike: only the socket API is used
+(socket/bind/listen/accept, the handshake driver, and recvmsg/sendmsg through
+the typed helpers).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import argparse
 import socket
 import threading
 from typing import Any
+
+from _common import throwaway_certificate
 
 from pyquic.abi import SOL_QUIC, EventType, SockOpt, TransportParam
 from pyquic.socket_api import socket as quic_socket
@@ -60,15 +62,7 @@ def main() -> None:
     args = ap.parse_args()
     cert, key = args.cert, args.key
     if cert is None:
-        from pyquic.tls.x509 import generate_self_signed
-
-        cert_pem, key_pem = generate_self_signed("localhost", ["localhost", "127.0.0.1"])
-        cert, key = "echo-cert.pem", "echo-key.pem"
-        with open(cert, "wb") as f:
-            f.write(cert_pem)
-        with open(key, "wb") as f:
-            f.write(key_pem)
-        print(f"wrote a self-signed certificate to {cert} (client: --ca {cert})", flush=True)
+        cert, key = throwaway_certificate("echo")  # prints its path, for the client's --ca
 
     listener = quic_socket(socket.AF_INET, socket.SOCK_DGRAM)
     listener.setsockopt(SOL_QUIC, SockOpt.ALPN, ALPN.encode())

@@ -24,28 +24,15 @@ import asyncio
 import hashlib
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _common import ensure_certificate, example_parser, run
 
 from pyquic import aio
 
 ALPN = "pyquic-ft"
 CHUNK = 64 * 1024
-
-
-def ensure_certificate(args: argparse.Namespace) -> None:
-    """Fill ``args.cert``/``args.key`` with a self-signed pair when none was given."""
-    if args.cert:
-        return
-    from pyquic.tls.x509 import generate_self_signed
-
-    cert, key = generate_self_signed("localhost", names=("localhost", "127.0.0.1", "::1"))
-    d = Path(tempfile.mkdtemp(prefix="pyquic-ft-"))
-    (d / "cert.pem").write_bytes(cert)
-    (d / "key.pem").write_bytes(key)
-    args.cert, args.key = str(d / "cert.pem"), str(d / "key.pem")
-    print(f"certificate: {args.cert}", flush=True)
 
 
 async def receive_file(out_dir: Path, reader: aio.StreamReader,
@@ -80,7 +67,7 @@ async def receive_file(out_dir: Path, reader: aio.StreamReader,
 
 
 async def serve(args: argparse.Namespace) -> None:
-    ensure_certificate(args)
+    ensure_certificate(args, "ft")
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -153,32 +140,13 @@ async def client(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="role", required=True)
-    for name in ("server", "client"):
-        s = sub.add_parser(name)
-        s.add_argument("--host", default="127.0.0.1")
-        s.add_argument("--port", type=int, default=4433)
-        s.add_argument("--backend", choices=["kernel", "user"], default=None)
-    srv = sub.choices["server"]
-    srv.add_argument("--cert", help="PEM certificate chain (default: a throwaway self-signed one)")
-    srv.add_argument("--key", help="PEM private key")
+    p, srv, cli = example_parser(__doc__)
     srv.add_argument("--output-dir", default="uploads", help="where uploads are stored")
-    cli = sub.choices["client"]
-    cli.add_argument("--cafile", help="trust these certificates (default: the system store)")
-    cli.add_argument("--hostname", default="localhost", help="name to verify and send as SNI")
-    cli.add_argument("--insecure", action="store_true", help="do not verify the server")
     cli.add_argument("--random", type=int, default=0, metavar="SIZE",
                      help="also upload SIZE random bytes")
     cli.add_argument("files", nargs="*")
     args = p.parse_args(argv)
-    try:
-        if args.role == "server":
-            asyncio.run(serve(args))
-            return 0
-        return asyncio.run(client(args))
-    except KeyboardInterrupt:
-        return 130
+    return run(args, serve, client)
 
 
 if __name__ == "__main__":

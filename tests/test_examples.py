@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import subprocess
 import sys
 import time
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from tests.cli.support import REPO, Background, cli_env, free_udp_port, write_self_signed
+
+EXAMPLES = REPO / "examples"
 TIMEOUT = 60.0
 
 
@@ -35,93 +35,32 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    from pyquic.tls.x509 import generate_self_signed
-
-    cert, key = generate_self_signed("localhost", names=("localhost", "127.0.0.1"))
-    d = tmp_path_factory.mktemp("example-certs")
-    (d / "cert.pem").write_bytes(cert)
-    (d / "key.pem").write_bytes(key)
-    return str(d / "cert.pem"), str(d / "key.pem")
+    return write_self_signed(tmp_path_factory.mktemp("example-certs"))
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.pop("PYQUIC_BACKEND", None)
-    return env
+class ServerProcess(Background):
+    """An example's server; ``port`` comes from its ``listening on HOST:PORT`` line."""
 
-
-class ServerProcess:
-    """An example's server subprocess; ``port`` comes from its first lines."""
-
-    def __init__(self, script: str, backend: str, certs: tuple[str, str], *extra: str) -> None:
-        cmd = [sys.executable, str(EXAMPLES / script), "server", "--port", "0",
-               "--backend", backend, "--cert", certs[0], "--key", certs[1], *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=_env(), cwd=str(ROOT), bufsize=0)
-        self.lines: list[str] = []
-        self._pending = b""
-        self.port = self._wait_for_port()
-
-    def _readline(self, deadline: float) -> str | None:
-        """One line of output, or None at EOF or the deadline (unbuffered: os.read)."""
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            for _ in range(100_000):
-                if b"\n" in self._pending:
-                    line, _, self._pending = self._pending.partition(b"\n")
-                    text = line.decode(errors="replace") + "\n"
-                    self.lines.append(text)
-                    return text
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    return None
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    return None
-                self._pending += chunk
-        return None
-
-    def _wait_for_port(self) -> int:
-        deadline = time.monotonic() + TIMEOUT
-        for _ in range(1000):
-            line = self._readline(deadline)
-            if not line:
-                break
-            m = re.search(r"listening on .*:(\d+)\s*$", line)
-            if m:
-                return int(m.group(1))
-        self.stop()
-        raise AssertionError(f"server did not start: {''.join(self.lines)}")
-
-    def output(self, wait: float = 1.0) -> str:
-        """Everything the server printed, reading for up to ``wait`` more seconds."""
-        deadline = time.monotonic() + wait
-        for _ in range(1000):
-            if time.monotonic() >= deadline or not self._readline(deadline):
-                break
-        return "".join(self.lines)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    def __init__(self, log: Path, script: str, backend: str, certs: tuple[str, str],
+                 *extra: str) -> None:
+        super().__init__([sys.executable, str(EXAMPLES / script), "server", "--port", "0",
+                          "--backend", backend, "--cert", certs[0], "--key", certs[1], *extra],
+                         log, cli_env())
+        try:
+            self.port = int(self.wait_for(r"listening on .*:(\d+)\s*$", TIMEOUT).group(1))
+        except AssertionError:
+            self.stop()
+            raise
 
 
 @pytest.fixture
-def start_server(backend: str, certs: tuple[str, str]
+def start_server(backend: str, certs: tuple[str, str], tmp_path: Path
                  ) -> Iterator[Callable[..., ServerProcess]]:
     started: list[ServerProcess] = []
 
     def start(script: str, *extra: str) -> ServerProcess:
-        s = ServerProcess(script, backend, certs, *extra)
+        log = tmp_path / f"{script}-{time.monotonic_ns()}.log"
+        s = ServerProcess(log, script, backend, certs, *extra)
         started.append(s)
         return s
 
@@ -134,8 +73,8 @@ def run_client(script: str, backend: str, certs: tuple[str, str], port: int,
                *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, str(EXAMPLES / script), "client", "--port", str(port),
            "--backend", backend, "--cafile", certs[0], *args]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT, env=_env(),
-                          cwd=str(ROOT))
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=TIMEOUT,
+                          env=cli_env(), cwd=str(REPO))
     assert proc.returncode == 0, f"{script} client failed:\n{proc.stdout}\n{proc.stderr}"
     return proc
 
@@ -144,7 +83,7 @@ def test_asyncio_echo(start_server, backend: str, certs: tuple[str, str]) -> Non
     server = start_server("asyncio_echo.py")
     out = run_client("asyncio_echo.py", backend, certs, server.port, "one", "two words", "3")
     assert out.stdout.splitlines() == ["one", "two words", "3"]
-    assert "connection from 127.0.0.1" in server.output()
+    server.wait_for("connection from 127.0.0.1", TIMEOUT)
 
 
 def test_file_transfer(start_server, backend: str, certs: tuple[str, str],
@@ -185,8 +124,8 @@ def test_resumption(start_server, backend: str, certs: tuple[str, str],
                        str(session))
     assert "1st connection" not in again.stdout  # straight from the stored session
     assert "2nd connection: resumed=True" in again.stdout
-    log = server.output()
-    assert "resumed=False" in log and "resumed=True" in log
+    server.wait_for("resumed=False", TIMEOUT)
+    server.wait_for("resumed=True", TIMEOUT)
 
 
 def test_alpn_router(start_server, backend: str, certs: tuple[str, str]) -> None:
@@ -201,15 +140,34 @@ def test_alpn_router(start_server, backend: str, certs: tuple[str, str]) -> None
         "upper": "ALPN upper: [upper] HELLO QUIC",
         "nope,reverse": "ALPN reverse: [reverse] CIUQ olleH",
     }
-    log = server.output()
-    assert "upper: connection (negotiated ALPN 'upper')" in log
+    server.wait_for(re.escape("upper: connection (negotiated ALPN 'upper')"), TIMEOUT)
 
 
 @pytest.mark.parametrize("script", ["asyncio_echo.py", "file_transfer.py", "datagrams.py",
                                     "resumption.py", "alpn_router.py"])
 def test_example_has_main_and_help(script: str) -> None:
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"], check=False,
-                          capture_output=True, text=True, timeout=TIMEOUT, env=_env())
+                          capture_output=True, text=True, timeout=TIMEOUT, env=cli_env())
     assert proc.returncode == 0
     assert "server" in proc.stdout and "client" in proc.stdout
     assert "def main(argv" in (EXAMPLES / script).read_text()
+
+
+def test_echo_socket_api_examples(tmp_path: Path) -> None:
+    """echo_server.py and echo_client.py (the blocking socket API) talk to each other."""
+    port = free_udp_port()
+    srv = Background([sys.executable, str(EXAMPLES / "echo_server.py"), "--port", str(port)],
+                     tmp_path / "echo-server.log", cli_env(), cwd=tmp_path)
+    try:
+        cert = srv.wait_for(r"^certificate: (\S+)$", TIMEOUT).group(1)
+        srv.wait_for("echo server on", TIMEOUT)
+        r = subprocess.run([sys.executable, str(EXAMPLES / "echo_client.py"), "--port",
+                            str(port), "--ca", cert, "one", "two two"], check=False,
+                           cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert "stream 0: 'one' (ok)" in r.stdout
+        assert "stream 4: 'two two' (ok)" in r.stdout
+        srv.wait_for("stream 4: echoed 7 bytes", TIMEOUT)
+    finally:
+        srv.stop()

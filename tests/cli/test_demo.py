@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.cli.conftest import run_cli
+from tests.cli.support import run_cli
 
 
 def test_demo_runs_and_narrates() -> None:

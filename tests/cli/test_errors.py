@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.cli.conftest import free_udp_port, run_cli
+from tests.cli.support import free_udp_port, run_cli
 
 
 def one_line(stderr: str) -> str:
@@ -66,7 +66,7 @@ def test_refused_handshake_bad_name(server_factory: type) -> None:
 
     # The client trusts a different self-signed certificate: the server's is unknown.
     other, _ = generate_self_signed("elsewhere")
-    ca = Path(srv.out).with_suffix(".ca.pem")  # type: ignore[attr-defined]
+    ca = Path(srv.log).with_suffix(".ca.pem")  # type: ignore[attr-defined]
     ca.write_bytes(other)
     r = run_cli("perf", "client", "--port", str(port), "--ca", str(ca), "--host", "localhost",
                 "--timeout", "10", timeout=60)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,21 +9,9 @@ from pathlib import Path
 import pytest
 
 from pyquic.cli.hq import _download_path, _safe_path
-from tests.cli.conftest import free_udp_port, run_cli
-
-
-def sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> tuple[str, str]:
-    from pyquic.tls.x509 import generate_self_signed
-
-    cert, key = generate_self_signed("server", ["server", "localhost", "127.0.0.1"])
-    (tmp_path / "cert.pem").write_bytes(cert)
-    (tmp_path / "priv.key").write_bytes(key)
-    return str(tmp_path / "cert.pem"), str(tmp_path / "priv.key")
+from tests.cli.support import free_udp_port, run_cli
+from tests.cli.support import sha256 as sha
+from tests.netproxy import LinkConfig, NetProxy
 
 
 def make_www(tmp_path: Path, sizes: dict[str, int]) -> Path:
@@ -149,22 +136,19 @@ def test_paths_stay_inside_their_roots(tmp_path: Path) -> None:
 def test_transfer_through_lossy_proxy(tmp_path: Path, server_factory: type,
                                       certs: tuple[str, str], testcase: str, loss: float,
                                       nfiles: int, size: int) -> None:
-    from tests.cli.lossy_proxy import LossyProxy
-
     sizes = {f"f{i}": size + i for i in range(nfiles)}
     www = make_www(tmp_path, sizes)
     port = free_udp_port()
     start_server(server_factory, certs, www, port, testcase)
-    proxy = LossyProxy(("127.0.0.1", port), loss, seed=7)
-    try:
-        urls = [f"https://127.0.0.1:{proxy.port}/{n}" for n in sizes]
+    with NetProxy(("127.0.0.1", port), c2s=LinkConfig(loss=loss), s2c=LinkConfig(loss=loss),
+                  seed=7, lifetime=200) as proxy:
+        urls = [f"https://127.0.0.1:{proxy.address[1]}/{n}" for n in sizes]
         r = run_cli("client", "--downloads", str(tmp_path / "dl"), "--timeout", "60", *urls,
                     timeout=180, TESTCASE=testcase)
-    finally:
-        proxy.close()
+        stats = proxy.stats()
     assert r.returncode == 0, r.stderr
     assert all(sha(tmp_path / "dl" / n) == sha(www / n) for n in sizes)
-    assert proxy.dropped > 0
+    assert stats["c2s"]["dropped"] + stats["s2c"]["dropped"] > 0
 
 
 def test_interop_dispatches_on_role(tmp_path: Path) -> None:

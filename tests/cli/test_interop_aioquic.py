@@ -6,10 +6,11 @@ Each direction is a real file transfer over loopback checked by sha256.
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import os
 import ssl
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,23 +22,21 @@ from aioquic.quic.events import QuicEvent, StreamDataReceived
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import CipherSuite
 
-from tests.cli.conftest import free_udp_port, run_cli
+from tests.cli.support import free_udp_port, run_cli
+from tests.cli.support import sha256 as sha
+from tests.netproxy import LinkConfig, NetProxy
 
 SIZES = {"a.bin": 200_000, "b.bin": 1_000_003, "c.bin": 17}
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> tuple[str, str]:
-    from pyquic.tls.x509 import generate_self_signed
-
-    cert, key = generate_self_signed("localhost", ["localhost", "127.0.0.1"])
-    (tmp_path / "cert.pem").write_bytes(cert)
-    (tmp_path / "key.pem").write_bytes(key)
-    return str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+def make_www(tmp_path: Path, sizes: dict[str, int]) -> tuple[Path, dict[str, bytes]]:
+    """``tmp_path/www`` holding random files of these sizes; (the directory, the files)."""
+    www = tmp_path / "www"
+    www.mkdir()
+    files = {n: os.urandom(s) for n, s in sizes.items()}
+    for n, data in files.items():
+        (www / n).write_bytes(data)
+    return www, files
 
 
 class HqClient(QuicConnectionProtocol):
@@ -91,20 +90,10 @@ class HqServer(QuicConnectionProtocol):
                 self.transmit()
 
 
-RETRY_XFAIL = pytest.mark.xfail(
-    reason="the user engine does not send Retry yet (validate_peer_address is accepted)",
-    strict=False)
-
-
-@pytest.mark.parametrize("testcase", ["transfer", pytest.param("retry", marks=RETRY_XFAIL),
-                                      "chacha20", "keyupdate", "v2"])
+@pytest.mark.parametrize("testcase", ["transfer", "retry", "chacha20", "keyupdate", "v2"])
 def test_aioquic_client_pyquic_server(tmp_path: Path, server_factory: type,
                                       certs: tuple[str, str], testcase: str) -> None:
-    www = tmp_path / "www"
-    www.mkdir()
-    files = {n: os.urandom(s) for n, s in SIZES.items()}
-    for n, data in files.items():
-        (www / n).write_bytes(data)
+    www, files = make_www(tmp_path, SIZES)
     port = free_udp_port()
     server_factory(["server", "--host", "127.0.0.1", "--port", str(port), "--www", str(www),
                     "--cert", certs[0], "--key", certs[1]], "hq server on",
@@ -151,11 +140,7 @@ def test_aioquic_client_pyquic_server_resumption(tmp_path: Path, server_factory:
                                                  certs: tuple[str, str], testcase: str) -> None:
     """aioquic's client resumes with the pyquic server's ticket (certificate mode);
     with zerortt it sends its requests as 0-RTT before the handshake completes."""
-    www = tmp_path / "www"
-    www.mkdir()
-    files = {n: os.urandom(s) for n, s in SIZES.items()}
-    for n, data in files.items():
-        (www / n).write_bytes(data)
+    www, files = make_www(tmp_path, SIZES)
     port = free_udp_port()
     server_factory(["server", "--host", "127.0.0.1", "--port", str(port), "--www", str(www),
                     "--cert", certs[0], "--key", certs[1]], "hq server on",
@@ -208,29 +193,25 @@ def test_aioquic_client_pyquic_server_resumption(tmp_path: Path, server_factory:
         assert state["early"] is True
 
 
-@pytest.mark.parametrize("testcase", ["transfer", "keyupdate", "chacha20", "multiplexing",
-                                      "resumption", "zerortt", "multiconnect"])
-def test_pyquic_client_aioquic_server(tmp_path: Path, certs: tuple[str, str],
-                                      testcase: str) -> None:
-    www = tmp_path / "www"
-    www.mkdir()
-    files = {n: os.urandom(s) for n, s in SIZES.items()}
-    for n, data in files.items():
-        (www / n).write_bytes(data)
-    HqServer.ROOT = www
+@contextlib.contextmanager
+def aioquic_server(root: Path, cert: str, key: str, port: int,
+                   retry: bool = False) -> Iterator[list[HqServer]]:
+    """An aioquic hq-interop server on 127.0.0.1:``port`` in a thread, serving ``root``;
+    yields the list of its connections (HqServer instances)."""
+    HqServer.ROOT = root
     HqServer.INSTANCES.clear()
-    port = free_udp_port()
     loop = asyncio.new_event_loop()
     started = threading.Event()
     state: dict[str, Any] = {}
 
     async def start() -> None:
         cfg = QuicConfiguration(is_client=False, alpn_protocols=["hq-interop"])
-        cfg.load_cert_chain(certs[0], certs[1])
+        cfg.load_cert_chain(cert, key)
         tickets: dict[bytes, Any] = {}
         state["server"] = await serve("127.0.0.1", port, configuration=cfg,
                                       create_protocol=HqServer,
                                       session_ticket_fetcher=tickets.pop,
+                                      retry=retry,
                                       session_ticket_handler=lambda t: tickets.__setitem__(
                                           t.ticket, t))
         started.set()
@@ -240,10 +221,24 @@ def test_pyquic_client_aioquic_server(tmp_path: Path, certs: tuple[str, str],
         loop.run_until_complete(start())
         loop.run_forever()
 
-    t = threading.Thread(target=run_loop, daemon=True)
+    t = threading.Thread(target=run_loop, daemon=True, name="aioquic-server")
     t.start()
-    assert started.wait(10)
+    assert started.wait(10), "the aioquic server did not start"
     try:
+        yield HqServer.INSTANCES
+    finally:
+        loop.call_soon_threadsafe(state["server"].close)
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(10)
+
+
+@pytest.mark.parametrize("testcase", ["transfer", "keyupdate", "chacha20", "multiplexing",
+                                      "resumption", "zerortt", "multiconnect", "retry"])
+def test_pyquic_client_aioquic_server(tmp_path: Path, certs: tuple[str, str],
+                                      testcase: str) -> None:
+    www, files = make_www(tmp_path, SIZES)
+    port = free_udp_port()
+    with aioquic_server(www, *certs, port, retry=testcase == "retry") as conns:
         dl = tmp_path / "dl"
         urls = [f"https://127.0.0.1:{port}/{n}" for n in files]
         r = run_cli("client", "--downloads", str(dl), *urls, "--timeout", "30", "-v",
@@ -251,12 +246,66 @@ def test_pyquic_client_aioquic_server(tmp_path: Path, certs: tuple[str, str],
         assert r.returncode == 0, r.stderr
         if testcase == "zerortt":
             assert "resumed, 0-RTT accepted" in r.stdout
-        phases = [p.recv_key_phase() for p in HqServer.INSTANCES]
+        if testcase == "retry":  # aioquic's server only accepts after a valid Retry token
+            assert conns and all(p._quic._retry_source_connection_id is not None
+                                 for p in conns)
+        phases = [p.recv_key_phase() for p in conns]
         # keyupdate: the client's packets moved to key phase 1; otherwise they stay in 0
         assert phases == [1 if testcase == "keyupdate" else 0] * len(phases), phases
         for n, data in files.items():
             assert sha((dl / n).read_bytes()) == sha(data), n
-    finally:
-        loop.call_soon_threadsafe(state["server"].close)
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(10)
+
+
+# ---------------------------------------------------------------- through a lossy link
+
+
+def test_aioquic_client_pyquic_server_handshakeloss(tmp_path: Path, server_factory: type,
+                                                    certs: tuple[str, str]) -> None:
+    """Interop runner "handshakeloss": 30% loss both ways, one connection per (small) file."""
+    www, files = make_www(tmp_path, {f"h{i}": 1000 + i for i in range(6)})
+    port = free_udp_port()
+    server_factory(["server", "--host", "127.0.0.1", "--port", str(port), "--www", str(www),
+                    "--cert", certs[0], "--key", certs[1]], "hq server on",
+                   TESTCASE="handshakeloss")
+
+    async def fetch(proxy_port: int, name: str) -> bytes:
+        cfg = QuicConfiguration(is_client=True, alpn_protocols=["hq-interop"],
+                                idle_timeout=30.0)
+        cfg.verify_mode = ssl.CERT_NONE
+        async with connect("127.0.0.1", proxy_port, configuration=cfg,
+                           create_protocol=HqClient) as client:
+            assert isinstance(client, HqClient)
+            return await client.get(f"/{name}")
+
+    async def main(proxy_port: int) -> dict[str, bytes]:
+        got = {}
+        for name in files:  # one after another, as the runner's client does
+            got[name] = await asyncio.wait_for(fetch(proxy_port, name), 60)
+        return got
+
+    with NetProxy(("127.0.0.1", port), c2s=LinkConfig(loss=0.3), s2c=LinkConfig(loss=0.3),
+                  seed=11, lifetime=400) as proxy:
+        got = asyncio.run(main(proxy.address[1]))
+        stats = proxy.stats()
+    for n, data in files.items():
+        assert sha(got[n]) == sha(data), n
+    assert stats["c2s"]["dropped"] > 0 and stats["s2c"]["dropped"] > 0, stats
+
+
+def test_pyquic_client_aioquic_server_transferloss(tmp_path: Path,
+                                                   certs: tuple[str, str]) -> None:
+    """Interop runner "transferloss": 2% loss both ways during a multi-file download."""
+    www, files = make_www(tmp_path, {"t1": 700_000, "t2": 300_001, "t3": 5})
+    port = free_udp_port()
+    with aioquic_server(www, *certs, port), \
+            NetProxy(("127.0.0.1", port), c2s=LinkConfig(loss=0.02),
+                     s2c=LinkConfig(loss=0.02), seed=5, lifetime=200) as proxy:
+        dl = tmp_path / "dl"
+        urls = [f"https://127.0.0.1:{proxy.address[1]}/{n}" for n in files]
+        r = run_cli("client", "--downloads", str(dl), *urls, "--timeout", "90",
+                    timeout=150, TESTCASE="transferloss")
+        stats = proxy.stats()
+    assert r.returncode == 0, r.stderr
+    for n, data in files.items():
+        assert sha((dl / n).read_bytes()) == sha(data), n
+    assert stats["s2c"]["dropped"] > 0, stats

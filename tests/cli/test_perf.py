@@ -8,7 +8,7 @@ import re
 import pytest
 
 from pyquic.cli.perf import parse_size
-from tests.cli.conftest import free_udp_port, run_cli
+from tests.cli.support import free_udp_port, run_cli
 
 
 @pytest.mark.parametrize(("text", "value"), [
