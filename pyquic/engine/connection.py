@@ -433,6 +433,7 @@ class QuicConnection:
         self.handshake_confirmed = False
         self._handshake_done_pending = False
         self._backlog: list[tuple[bytes, Addr, Addr]] = []
+        self._replaying = False  # replaying _backlog: bytes already counted
         self._idle_timeout = DEF_IDLE_TIMEOUT / 1e6
         self._last_activity = 0.0
         self._eliciting_since_recv = False
@@ -734,8 +735,12 @@ class QuicConnection:
 
     def _replay_backlog(self) -> None:
         backlog, self._backlog = self._backlog, []
-        for data, remote, local in backlog:
-            self.receive_datagram(data, remote, local, self._now)
+        self._replaying = True  # these bytes were counted when they arrived (RFC 9000 §8.1)
+        try:
+            for data, remote, local in backlog:
+                self.receive_datagram(data, remote, local, self._now)
+        finally:
+            self._replaying = False
 
     # -------------------------------------------------- transport parameters
     def get_transport_param_ext(self) -> bytes:
@@ -979,7 +984,8 @@ class QuicConnection:
         if self.state == ConnState.CLOSING:
             self._closing_receive(now)
             return
-        self.paths.on_received(len(data))
+        if not self._replaying:
+            self.paths.on_received(len(data))
         off = 0
         n = len(data)
         dcid_len = len(self.scid) or CID_LEN

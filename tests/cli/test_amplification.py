@@ -104,11 +104,6 @@ def test_pyquic_client(tmp_path: Path, server_factory: type) -> None:
     assert sha256(dl / "f.bin") == sha256(body)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "engine: a packet buffered until its keys arrive is counted again toward the "
-    "anti-amplification budget when replayed (Connection._replay_backlog -> "
-    "receive_datagram -> paths.on_received); aioquic's first datagram holds such a packet, "
-    "so the server sends ~5.6 KB for 1200 B received"))
 def test_aioquic_client(tmp_path: Path, server_factory: type) -> None:
     port, root, body, size = start_server(server_factory, tmp_path)
     gate = Gate()

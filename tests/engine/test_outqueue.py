@@ -100,3 +100,22 @@ def test_server_amplification_limit() -> None:
     sent = sum(len(d) for d, _ in out)
     assert 0 < sent <= 3 * len(hello)
     assert s.datagrams_to_send(0.02) == []  # blocked until the client speaks
+
+
+def test_replayed_packets_do_not_raise_the_amplification_budget() -> None:
+    """RFC 9000 §8.1: a packet held until its keys arrive counts once, on arrival."""
+    c = _client_with_hello(100)
+    (hello, _), = c.datagrams_to_send(0.0)
+    s = QuicConnection(False)
+    s.accept(hello, CLIENT_ADDR, SERVER_ADDR, 0.01)
+    hs_secret = b"h" * 32
+    c.set_crypto_secret(abi.CryptoSecret(send=1, level=2, type=51, secret=hs_secret))
+    c.send_handshake(CryptoLevel.HANDSHAKE, b"f" * 50)
+    early = [d for d, _ in c.datagrams_to_send(0.02)]
+    assert early
+    for d in early:  # no Handshake keys yet: the server holds these packets
+        s.receive_datagram(d, CLIENT_ADDR, SERVER_ADDR, 0.02)
+    received = s.paths.ampl_received
+    assert received == len(hello) + sum(len(d) for d in early)
+    s.set_crypto_secret(abi.CryptoSecret(send=0, level=2, type=51, secret=hs_secret))
+    assert s.paths.ampl_received == received
