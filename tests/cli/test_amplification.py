@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aioquic.asyncio import connect
 from aioquic.quic.configuration import QuicConfiguration
 
