@@ -18,7 +18,6 @@ import pytest
 
 pytest.importorskip("pyquic.user.socket")
 
-
 from pyquic import abi
 from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC
 from pyquic.user.loop import LOOP
