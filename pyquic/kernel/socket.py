@@ -3,7 +3,7 @@
 ``KernelSocket`` *is* a standard-library socket (a subclass), so every call
 (bind, listen, connect, accept, sendmsg, recvmsg, settimeout, fileno with
 select/selectors/asyncio, makefile...) goes straight to the kernel module with
-the stdlib's signatures and errors. It changes three things only:
+the stdlib's signatures and errors. It changes four things only:
 
 * ``accept()`` returns a ``KernelSocket``, not a plain socket.
 * ``getsockopt(SOL_QUIC, opt, buf)`` also takes a bytes object as an in/out
@@ -14,6 +14,10 @@ the stdlib's signatures and errors. It changes three things only:
   at 1024 bytes (session tickets reach 4096).
 * The typed helpers of ``pyquic.kernel.typed.QuicSocketMixin`` are mixed in
   (``open_stream``, ``send_stream``, ``recv_message``, option getters/setters).
+* ``send``/``sendmsg``/``sendall`` on a socket with a timeout try at once and
+  retry EAGAIN and ENOSPC (a stream at its flow-control limit) until the
+  timeout, except where the caller asked not to wait (MSG_DONTWAIT or the
+  stream DONTWAIT flag): see the notes at ``_send_timed``.
 
 ``recvmsg(bufsize, ancbufsize, flags)`` keeps the stdlib signature: pass at
 least ``pyquic.abi.cmsg.STREAM_INFO_CMSG_SPACE`` (``CMSG_SPACE(16)`` = 32)
@@ -24,14 +28,24 @@ passes enough.
 
 from __future__ import annotations
 
+import errno
+import functools
+import math
+import select
 import socket as _socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pyquic.abi import libc as _libc
-from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC
+from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, CmsgType, StreamFlag
+from pyquic.abi.structs import StreamInfo
 from pyquic.kernel.typed import QuicSocketMixin
 
 __all__ = ["IPPROTO_QUIC", "SOL_QUIC", "KernelSocket"]
+
+_MIN_BACKOFF = 0.0005
+_MAX_BACKOFF = 0.02
 
 
 class KernelSocket(_socket.socket, QuicSocketMixin):
@@ -105,49 +119,94 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
         """``socket.connect_ex``; an AF_INET6 socket also takes an IPv4 peer."""
         return super().connect_ex(self._addr(address))
 
-    # CPython's send calls on a socket with a timeout poll for POLLOUT before
-    # the first attempt. The module reports POLLOUT only while the peer's
-    # connection flow-control window has room, which is zero until the
-    # handshake brings the peer's max_data (protocol.c quic_inet_poll,
-    # outqueue.c quic_outq_wspace), although sendmsg of handshake messages and
-    # early stream data would succeed at once. So with a timeout, try once
-    # without waiting (through a non-owning twin object with timeout 0), and
-    # wait for POLLOUT only if the kernel says EAGAIN.
+    # Sends on a socket with a timeout. CPython's own path polls for POLLOUT
+    # before the first attempt and then retries EAGAIN until the timeout. That
+    # does not fit the module:
+    # * POLLOUT is reported only while the peer's connection flow-control
+    #   window has room, which is zero until the handshake brings the peer's
+    #   max_data (protocol.c quic_inet_poll, outqueue.c quic_outq_wspace),
+    #   although handshake messages and early data could be sent at once. So
+    #   the first attempt is made at once.
+    # * A socket with a timeout is O_NONBLOCK underneath, so the kernel never
+    #   waits, and a stream blocked by its own flow-control limit gives ENOSPC
+    #   when the sendmsg carries a STREAM_INFO cmsg (socket.c
+    #   quic_wait_for_stream_send), which CPython raises at once. POLLOUT does
+    #   not cover stream-level limits either. So ENOSPC and EAGAIN are retried
+    #   here until the timeout: waiting for POLLOUT while it is not set, and
+    #   backing off (0.5 ms doubling to 20 ms) while it is.
+    # * An EAGAIN (or ENOSPC) the caller asked for is the answer, not a reason
+    #   to wait: with MSG_DONTWAIT, or MSG_QUIC_STREAM_DONTWAIT in the flags or
+    #   in the STREAM_INFO cmsg (socket.c quic_wait_for_stream: a stream past
+    #   the peer's MAX_STREAMS limit gives EAGAIN at once). It is raised as is.
+    # The attempts go through a non-owning twin socket object with timeout 0.
 
-    def _try_now(self) -> _socket.socket | None:
+    def _send_timed(self, call: Callable[[_socket.socket], int], dont_wait: bool,
+                    deadline: float | None = None) -> int | None:
+        """Run ``call(twin)`` as described above; None if the socket has no
+        timeout (blocking or non-blocking: the stdlib path is right then)."""
         timeout = self.gettimeout()
         if timeout is None or timeout == 0.0:
             return None
+        if deadline is None:
+            deadline = time.monotonic() + timeout
         twin = _socket.socket(self.family, self.type, self.proto, fileno=self.fileno())
-        twin.settimeout(0.0)
-        return twin
+        try:
+            twin.settimeout(0.0)
+            delay = _MIN_BACKOFF
+            # bounded by the deadline; the count bound is a safety net only
+            for _ in range(10_000_000):
+                try:
+                    return call(twin)
+                except BlockingIOError:
+                    if dont_wait:
+                        raise
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC or dont_wait:
+                        raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("timed out")
+                wait = min(remaining, delay)
+                if _writable(self.fileno(), wait):
+                    time.sleep(wait)  # POLLOUT set: a stream-level limit
+                delay = min(delay * 2, _MAX_BACKOFF)
+            raise TimeoutError("timed out")
+        finally:
+            twin.detach()
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,  # type: ignore[override]
                 address: Any = None) -> int:
-        """``socket.sendmsg``; with a timeout it sends at once when the kernel can."""
+        """``socket.sendmsg``; with a timeout, see the notes above."""
         args = ((buffers, ancdata, flags) if address is None
                 else (buffers, ancdata, flags, self._addr(address)))
-        twin = self._try_now()
-        if twin is not None:
-            try:
-                return twin.sendmsg(*args)
-            except BlockingIOError:
-                pass
-            finally:
-                twin.detach()
-        return super().sendmsg(*args)
+        n = self._send_timed(lambda t: t.sendmsg(*args), _dont_wait(flags, ancdata))
+        return super().sendmsg(*args) if n is None else n
 
     def send(self, data: Any, flags: int = 0) -> int:
-        """``socket.send``; with a timeout it sends at once when the kernel can."""
-        twin = self._try_now()
-        if twin is not None:
-            try:
-                return twin.send(data, flags)
-            except BlockingIOError:
-                pass
-            finally:
-                twin.detach()
-        return super().send(data, flags)
+        """``socket.send``; with a timeout, see the notes above."""
+        n = self._send_timed(lambda t: t.send(data, flags), _dont_wait(flags, ()))
+        return super().send(data, flags) if n is None else n
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``socket.sendall``; with a timeout (a bound on the whole call), the
+        sends retry as :meth:`send` does. As on any socket, ``flags`` go with
+        every partial send, so MSG_SYN (open a stream) fails on the second."""
+        timeout = self.gettimeout()
+        if timeout is None or timeout == 0.0:
+            super().sendall(data, flags)
+            return
+        deadline = time.monotonic() + timeout
+        view = memoryview(data).cast("B")
+        dont_wait = _dont_wait(flags, ())
+        sent = 0
+        # one call at least (an empty send with FIN ends a stream); each later
+        # one sends at least a byte, so len(view) + 1 calls bound the loop
+        for _ in range(len(view) + 1):
+            n = self._send_timed(functools.partial(_send_part, view[sent:], flags),
+                                 dont_wait, deadline)
+            sent += int(n or 0)
+            if sent >= len(view):
+                return
 
     def getsockopt(self, level: int, optname: int,  # type: ignore[override]
                    buflen: int | bytes | bytearray | memoryview | None = None) -> Any:
@@ -165,3 +224,30 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
         if buflen is None:
             return super().getsockopt(level, optname)
         return super().getsockopt(level, optname, buflen)
+
+
+def _dont_wait(flags: int, ancdata: Any) -> bool:
+    """The sendmsg asked the kernel not to wait: MSG_DONTWAIT, or the stream
+    DONTWAIT flag where socket.c quic_msghdr_parse takes the stream flags from
+    (the STREAM_INFO cmsg if there is one, else ``flags``)."""
+    if flags & _socket.MSG_DONTWAIT:
+        return True
+    stream_flags = flags
+    for item in ancdata or ():
+        level, ctype, data = item
+        if level == SOL_QUIC and ctype == CmsgType.STREAM_INFO:
+            raw = bytes(data)
+            if len(raw) >= StreamInfo.SIZE:
+                stream_flags = StreamInfo.unpack(raw[:StreamInfo.SIZE]).stream_flags
+    return bool(stream_flags & StreamFlag.DONTWAIT)
+
+
+def _writable(fd: int, wait: float) -> bool:
+    """poll(POLLOUT) for up to ``wait`` seconds."""
+    p = select.poll()
+    p.register(fd, select.POLLOUT)
+    return bool(p.poll(max(1, math.ceil(wait * 1000))))
+
+
+def _send_part(part: memoryview, flags: int, sock: _socket.socket) -> int:
+    return sock.send(part, flags)

@@ -83,6 +83,7 @@ def test_alpn_routing_with_preferred_address(backend, cert, server_host, client_
                     (pref_host, port + i) if ":" not in pref_host else (pref_host, port + i, 0, 0)))
                 res = server_handshake(srv, cert.certfile, cert.keyfile,
                                        alpns="smbd, h3, ksmbd", timeout=TIMEOUT)
+                assert res.alpn is not None
                 alpns.append(res.alpn)
                 _data, _sid, _ = recv_message(srv)
                 srv.send(b"hello quic client!", abi.MSG_SYN | abi.MSG_FIN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_stream_update_states(make_pair) -> None:  # type: ignore[no-untyped-def
     raw, _anc, mflags, _ = c.recvmsg(4096, 32)
     assert mflags & abi.MsgFlag.NOTIFICATION and mflags & socket.MSG_EOR
     assert raw[0] == E.STREAM_UPDATE and len(raw) == 25
-    ev = abi.decode_event(raw)
+    ev: Any = abi.decode_event(raw)
     assert (ev.id, ev.state) == (100, S.SEND_RECVD)
     ev = recv_event(c)
     assert (ev.id, ev.state) == (100, S.RECV_RECV)

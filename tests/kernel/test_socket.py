@@ -12,12 +12,15 @@ import os
 import select
 import socket
 import struct
+import threading
+import time
 
 import pytest
 
+from pyquic.abi.cmsg import stream_info_cmsg
 from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, SockOpt, StreamFlag
 from pyquic.kernel.available import kernel_available
-from pyquic.kernel.socket import KernelSocket
+from pyquic.kernel.socket import KernelSocket, _dont_wait
 
 TIMEOUT = 5.0
 
@@ -170,3 +173,131 @@ def test_ipv6_socket_maps_ipv4_literals() -> None:
         s.connect(rx.getsockname())
         s.send(b"v4")
         assert rx.recv(10) == b"v4"
+
+
+def _full_unix_pair() -> tuple[KernelSocket, socket.socket]:
+    """A datagram socketpair whose sender gets EAGAIN: the peer's queue is full."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tx = KernelSocket.wrap(a)
+    tx.setblocking(False)
+    for _ in range(100_000):
+        try:
+            tx.send(b"x" * 512)
+        except BlockingIOError:
+            break
+    else:
+        pytest.fail("the socketpair never filled")
+    return tx, b
+
+
+@pytest.mark.parametrize("how", ["msg_dontwait", "stream_flag", "cmsg"])
+def test_send_asking_not_to_wait_raises_eagain_at_once(how: str) -> None:
+    # With a timeout, CPython retries EAGAIN until the timeout (TimeoutError,
+    # errno None); an EAGAIN the caller asked for must come back as is
+    # (socket.c quic_wait_for_stream with MSG_QUIC_STREAM_DONTWAIT).
+    tx, rx = _full_unix_pair()
+    with tx, rx:
+        tx.settimeout(3.0)
+        t0 = time.monotonic()
+        with pytest.raises(BlockingIOError) as ei:
+            if how == "msg_dontwait":
+                tx.send(b"y", socket.MSG_DONTWAIT)
+            elif how == "stream_flag":
+                tx.sendmsg([b"y"], [], int(StreamFlag.DONTWAIT))
+            else:
+                tx.sendmsg([b"y"], [stream_info_cmsg(8, StreamFlag.NEW | StreamFlag.DONTWAIT)])
+        assert ei.value.errno == errno.EAGAIN
+        assert time.monotonic() - t0 < 2.0
+
+
+def test_send_with_timeout_still_waits_without_dontwait() -> None:
+    tx, rx = _full_unix_pair()
+    with tx, rx:
+        tx.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            tx.sendmsg([b"y"], [stream_info_cmsg(8, StreamFlag.NEW)])
+
+
+def test_dont_wait_reads_stream_flags_where_the_kernel_does() -> None:
+    # socket.c quic_msghdr_parse: a STREAM_INFO cmsg's flags replace msg_flags'
+    assert _dont_wait(int(StreamFlag.DONTWAIT), [])
+    assert not _dont_wait(int(StreamFlag.DONTWAIT), [stream_info_cmsg(0, 0)])
+    assert _dont_wait(0, [stream_info_cmsg(0, StreamFlag.DONTWAIT)])
+    assert _dont_wait(socket.MSG_DONTWAIT, [stream_info_cmsg(0, 0)])
+    assert not _dont_wait(0, [(socket.SOL_SOCKET, 0, bytes(16))])
+
+
+def _enospc_then(n_fail: int, result: int) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def call(_twin: socket.socket) -> int:
+        calls.append(1)
+        if len(calls) <= n_fail:
+            raise OSError(errno.ENOSPC, "stream flow-control limit")
+        return result
+
+    return calls, call
+
+
+def test_enospc_is_retried_until_the_stream_has_room() -> None:
+    # A socket with a timeout is O_NONBLOCK: the module answers a send on a
+    # stream at its flow-control limit with ENOSPC (socket.c
+    # quic_wait_for_stream_send) instead of waiting; KernelSocket waits.
+    with _udp() as s:
+        s.settimeout(TIMEOUT)
+        calls, call = _enospc_then(3, 7)
+        assert s._send_timed(call, False) == 7  # type: ignore[arg-type]
+        assert len(calls) == 4
+
+
+def test_enospc_with_dontwait_or_past_the_timeout_is_raised() -> None:
+    with _udp() as s:
+        s.settimeout(TIMEOUT)
+        calls, call = _enospc_then(100, 7)
+        with pytest.raises(OSError) as ei:
+            s._send_timed(call, True)  # type: ignore[arg-type]
+        assert ei.value.errno == errno.ENOSPC and len(calls) == 1
+        s.settimeout(0.2)
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            s._send_timed(_enospc_then(10**9, 7)[1], False)  # type: ignore[arg-type]
+        assert 0.15 < time.monotonic() - t0 < 2.0
+
+
+def test_send_with_timeout_waits_for_room() -> None:
+    tx, rx = _full_unix_pair()
+    with tx, rx:
+        tx.settimeout(TIMEOUT)
+
+        def drain() -> None:
+            time.sleep(0.2)
+            rx.settimeout(TIMEOUT)
+            rx.recv(4096)
+
+        th = threading.Thread(target=drain, daemon=True)
+        th.start()
+        assert tx.send(b"after drain") == len(b"after drain")
+        th.join(TIMEOUT)
+
+
+def test_sendall_with_timeout_sends_everything() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    tx = KernelSocket.wrap(a)
+    blob = os.urandom(4 * 1024 * 1024)  # more than the socket buffers hold
+    got = bytearray()
+
+    def reader() -> None:
+        b.settimeout(TIMEOUT)
+        while len(got) < len(blob):
+            chunk = b.recv(65536)
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    with tx, b:
+        tx.settimeout(TIMEOUT)
+        th = threading.Thread(target=reader, daemon=True)
+        th.start()
+        tx.sendall(blob)
+        th.join(TIMEOUT)
+    assert bytes(got) == blob
