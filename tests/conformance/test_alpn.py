@@ -37,29 +37,13 @@ def _free_port(host: str, count: int) -> int:
     raise RuntimeError("no free port range")
 
 
-_ENGINE_PREF_FAMILY = (
-    "engine: the client picks the preferred address of its current remote's family; the "
-    "kernel picks by socket family (family.c quic_v6_get_pref_addr: an AF_INET6 socket "
-    "takes the IPv6 address, else falls back to IPv4; AF_INET takes IPv4)")
-
-_ENGINE_PREF_FLAKY = (
-    "engine, intermittent (about 1 run in 3): the client probes the preferred address, "
-    "the server answers from it (PATH_RESPONSE with the preferred address as source) and "
-    "the client receives that datagram, yet it does not complete the switch "
-    "(_complete_path_switch) within 5 s")
-
-
 @pytest.mark.parametrize("server_host,client_host,pref_host", [
     ("0.0.0.0", "127.0.0.1", "::1"),
     ("::", "::1", "127.0.0.1"),
     ("127.0.0.1", "127.0.0.1", "127.0.0.1"),
 ])
 def test_alpn_routing_with_preferred_address(backend, cert, server_host, client_host,
-                                             pref_host, request) -> None:  # type: ignore[no-untyped-def]
-    if backend == "user" and (":" in client_host) != (":" in pref_host):
-        request.applymarker(pytest.mark.xfail(reason=_ENGINE_PREF_FAMILY, strict=False))
-    elif backend == "user":
-        request.applymarker(pytest.mark.xfail(reason=_ENGINE_PREF_FLAKY, strict=False))
+                                             pref_host) -> None:  # type: ignore[no-untyped-def]
     from pyquic.tls.driver import client_handshake, server_handshake
 
     listener = new_socket(backend, socket.AF_INET6)
