@@ -404,6 +404,11 @@ class _Driver:
         else:  # pragma: no cover
             raise OSError(errno.ETIMEDOUT, "handshake loop bound reached")
         self.flush()
+        # the user backend corks the ACKs of handshake messages (and key
+        # installs) until the next send or wait: send them now
+        sock_flush = getattr(self.sock, "flush", None)
+        if callable(sock_flush):
+            sock_flush()
 
 
 def _run(drv: _Driver) -> None:

@@ -12,12 +12,28 @@ socket leaves no thread and no fd behind shortly after.
 Lock discipline (simple on purpose, so it cannot deadlock): one re-entrant
 lock, :data:`LOOP.lock`, guards ALL user-backend state (every connection,
 endpoint, accept queue and readiness fd). Application threads hold it for the
-duration of a socket call; the I/O thread holds it while it processes one batch
-of events, and never while it sleeps in ``select``. A blocked socket call
-waits on its own socket's condition (on that same lock); at the end of a
-batch the I/O thread signals only the sockets the batch touched (datagrams,
-timers, flushes, new requests), so a datagram wakes the one thread waiting
-for it. ``generation`` still counts batches (for tests and diagnostics).
+duration of a socket call; whoever polls holds it while it processes one batch
+of events, and never while it sleeps in ``select``. ``generation`` still
+counts batches (for tests and diagnostics).
+
+Leader/follower (so a blocked receiver needs no wake-up from another thread):
+an application thread that blocks in a socket call (recvmsg, accept,
+wait_readable, a full send buffer) polls the shared selector itself, as the
+*leader* (:meth:`IOLoop.lead`): it receives, runs the engine and the timers,
+flushes, and returns as soon as its own socket was signalled. Meanwhile the
+I/O thread is *parked* (sleeps on a condition, not in select). Only one
+thread polls at a time (``_leader``, the runner's ``parked`` flag, both under
+the lock). A thread that blocks while another polls is a *follower*: it waits
+on its socket's condition and is signalled after the poller's batches as
+before; if the I/O thread was the poller, the follower asks it to park
+(``park_req`` + the waker) and is then handed the leader role. A leader that
+leaves hands over to a follower if there is one. When nobody blocks, socket
+calls poll without blocking (:meth:`IOLoop.poll_now`: at most once per
+``_POLL_GAP``, always for a control call on an established connection), and
+the parked I/O thread takes over polling once nobody polled for ``_IDLE``
+(checked every ``_PARK`` seconds, longer with back-off while one leader keeps
+polling; such a leader wakes it when it leaves). Programs that never block
+(asyncio, readiness fds) never park the I/O thread: it serves them as before.
 
 Timers: each client's next deadline sits in a heap (lazy deletion: an entry is
 valid while it matches the client's recorded deadline), so an iteration costs
@@ -37,11 +53,26 @@ import selectors
 import socket
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["LOOP", "Client", "IOLoop", "Reader", "Readiness", "Wakeable"]
 
 _log = logging.getLogger("pyquic.user")
+
+#: a parked I/O thread polls again itself once nobody (leader or a socket
+#: call, see :meth:`IOLoop.poll_now`) polled for this long ...
+_IDLE = 0.001
+#: a socket call polls (without blocking) when nobody did for this long (a
+#: control call on an established connection always does, see poll_now);
+#: polling at every call would cut the handshake's flights into small batches
+_POLL_GAP = 0.001
+#: ... which it checks this often (bounds the delay of datagrams and timers
+#: while no application thread calls in; each check costs a thread switch)
+_PARK = 0.02
+#: the longest park sleep while one leader keeps polling (a leader that led
+#: longer than _PARK wakes the I/O thread when it leaves)
+_PARK_MAX = 0.25
 
 
 class Reader(Protocol):
@@ -170,7 +201,13 @@ class _Waker:
 
 
 class _Runner:
-    """One incarnation of the I/O thread with its own selector and waker."""
+    """One incarnation of the I/O thread with its own selector and waker.
+
+    ``parked``: an application thread polls (or may poll) instead of this
+    thread, which then only sleeps on ``park_cond`` (see "Leader/follower" in
+    the module docstring). The selector and waker are closed by whoever stops
+    using them last: this thread or a leader still polling them.
+    """
 
     def __init__(self, loop: IOLoop) -> None:
         self.loop = loop
@@ -178,6 +215,11 @@ class _Runner:
         self.waker = _Waker()
         self.selector.register(self.waker.fileno(), selectors.EVENT_READ, None)
         self.stopped = False
+        self.parked = False
+        self.park_req = False  # a thread that wants to lead asked this one to park
+        self.park_deadline = 0.0  # when the current park sleep ends (0: not sleeping)
+        self.park_cond = threading.Condition(loop.lock)
+        self.users = 1  # this thread + leaders polling the selector
         self.thread = threading.Thread(target=self._run, name="pyquic-io", daemon=True)
 
     def _next_timeout(self) -> float | None:
@@ -194,29 +236,75 @@ class _Runner:
             timeout = left if timeout is None else min(timeout, left)
         return timeout
 
+    def release(self) -> None:
+        """Drop one user of the selector; the last closes it (lock held)."""
+        self.users -= 1
+        if self.users <= 0:
+            self.selector.close()
+            self.waker.close()
+
+    def _park(self, now: float) -> None:
+        """Sleep while application threads poll (lock held); return to poll
+        once nobody polled for :data:`_IDLE` seconds, or when stopped."""
+        loop = self.loop
+        wait = _PARK
+        epoch = -1
+        while self.parked and not self.stopped:
+            if loop._leader is None:
+                idle = now - loop._last_poll
+                if idle >= _IDLE:
+                    self.parked = False  # nobody polls: take over
+                    return
+                t = loop._timeout(now)
+                wait = _PARK if t is None else min(_PARK, t)
+                wait = max(wait, _IDLE - idle)
+                epoch = -1
+            elif epoch == loop._lead_epoch:
+                wait = min(wait * 2, _PARK_MAX)  # the same leader for long: back off
+            else:
+                epoch, wait = loop._lead_epoch, _PARK
+            self.park_deadline = now + wait
+            self.park_cond.wait(wait)
+            self.park_deadline = 0.0
+            now = time.monotonic()
+
     def _run(self) -> None:
         loop = self.loop
+        lock = loop.lock
         try:
-            with loop.lock:
-                timeout = None if self.stopped else self._next_timeout()
-            while not self.stopped and timeout != -1.0:
-                try:
-                    events = self.selector.select(timeout)
-                except OSError:  # pragma: no cover - fd closed under us
-                    events = []
-                # one locked section per wake-up: process, then the next timeout,
-                # and only then wake the threads the batch concerns (they need
-                # the lock, which this thread gives up right after)
-                with loop.lock:
+            with lock:
+                while not self.stopped:
+                    if self.parked:
+                        self._park(time.monotonic())
+                        continue
+                    if self.park_req:
+                        self.park_req = False
+                        self.parked = True
+                        loop._last_poll = time.monotonic()
+                        loop._hand_over()  # a follower becomes the leader
+                        continue
+                    timeout = self._next_timeout()
+                    if timeout == -1.0:
+                        break
+                    loop._polling = True
+                    lock.release()
+                    try:
+                        events = self.selector.select(timeout)
+                    except OSError:  # pragma: no cover - fd closed under us
+                        events = []
+                    finally:
+                        lock.acquire()
+                        loop._polling = False
                     if self.stopped:
                         break
+                    # one locked section per wake-up: process, then wake the
+                    # threads the batch concerns (they need the lock, which this
+                    # thread gives up in its next select)
                     loop._process(self, events, time.monotonic())
-                    timeout = self._next_timeout()
                     loop._wake_pending()
         finally:
-            with loop.lock:
-                self.selector.close()
-                self.waker.close()
+            with lock:
+                self.release()
                 loop.generation += 1
                 loop.cond.notify_all()
 
@@ -242,6 +330,13 @@ class IOLoop:
         self._heap: list[tuple[float, int, Client]] = []
         self._when: dict[Client, float] = {}  # the valid heap entry of each client
         self._seq = itertools.count()
+        #: True while some thread sleeps in the selector (lock released)
+        self._polling = False
+        self._leader: int | None = None  # the application thread polling, if any
+        self._leader_obj: object = None  # what the leader waits for
+        self._lead_epoch = 0
+        self._last_poll = 0.0  # when a leader or poll_now last polled
+        self._followers: dict[Any, int] = {}  # waiting objects (with a _cond) -> threads
 
     # -- registration (call with the lock held) --------------------------------
     def _ensure(self) -> _Runner:
@@ -299,7 +394,8 @@ class IOLoop:
                 self._stop_runner()
             elif self._idle_since is None:
                 self._idle_since = time.monotonic()
-                self._runner.waker.wake()  # re-arm its timeout with the linger
+                if self._polling:  # re-arm its timeout with the linger (a
+                    self._runner.waker.wake()  # parked thread looks within _PARK)
 
     def _stop_runner(self) -> None:
         runner = self._runner
@@ -309,6 +405,7 @@ class IOLoop:
         self._idle_since = None
         runner.stopped = True
         runner.waker.wake()
+        runner.park_cond.notify_all()
         self._dead.append(runner)
 
     def join_stopped(self, timeout: float = 2.0, *, idle: bool = False) -> None:
@@ -344,7 +441,10 @@ class IOLoop:
             heapq.heappush(self._heap, (when, next(self._seq), client))
             if len(self._heap) > 2 * len(self._when) + 64:
                 self._compact()
-            if when < self._deadline and self._runner is not None:
+            # only a thread sleeping in select needs the wake-up: any other
+            # poller computes its timeout afresh (a parked I/O thread with no
+            # leader polls again within _PARK)
+            if when < self._deadline and self._polling and self._runner is not None:
                 self._deadline = when
                 self._runner.waker.wake()
 
@@ -381,6 +481,114 @@ class IOLoop:
             self.generation += 1
             self.cond.notify_all()
 
+    # -- leader/follower ---------------------------------------------------------
+    def lead(self, obj: object, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Poll in the calling thread until ``done()``, ``deadline`` or the I/O
+        thread stops (lock held, released while in select). False, at once,
+        when this thread may not lead (the I/O thread polls, or another leader
+        does): then wait on ``obj``'s condition after :meth:`follow`."""
+        runner = self._runner
+        if runner is None or not runner.parked or runner.stopped or self._leader is not None:
+            return False
+        self._leader = threading.get_ident()
+        self._leader_obj = obj
+        self._lead_epoch += 1
+        runner.users += 1
+        lock: Any = self.lock
+        try:
+            for _ in range(1 << 62):
+                if done() or runner.stopped or runner is not self._runner:
+                    break
+                now = time.monotonic()
+                timeout = self._timeout(now)
+                if deadline is not None:
+                    left = deadline - now
+                    if left <= 0:
+                        break
+                    timeout = left if timeout is None else min(timeout, left)
+                self._polling = True
+                saved = lock._release_save()  # the lock may be held recursively
+                try:
+                    events = runner.selector.select(timeout)
+                except OSError:  # pragma: no cover - fd closed under us
+                    events = []
+                finally:
+                    lock._acquire_restore(saved)
+                    self._polling = False
+                if runner.stopped:
+                    break
+                now = self._last_poll = time.monotonic()
+                self._process(runner, events, now)
+                self._wake_pending()
+        finally:
+            self._leader = None
+            self._leader_obj = None
+            runner.release()
+            if not runner.stopped:
+                self._hand_over()
+        return True
+
+    def poll_now(self, now: float, force: bool = False) -> None:
+        """Poll without blocking if the I/O thread is parked and nobody polled
+        for :data:`_POLL_GAP` seconds, or at all with ``force`` (lock held): a
+        thread that keeps calling in without blocking keeps its datagrams and
+        timers served, and a forced poll lets a call see what arrived before it
+        (as the kernel processes packets on arrival)."""
+        runner = self._runner
+        if runner is None or runner.stopped:
+            return
+        # forced: even while another thread sleeps in select (it then finds
+        # the datagrams gone, harmless: everything runs under the lock)
+        if not force and (not runner.parked or self._leader is not None
+                          or now - self._last_poll < _POLL_GAP):
+            return
+        self._last_poll = now
+        try:
+            events = runner.selector.select(0)
+        except OSError:  # pragma: no cover
+            return
+        if not events and not self._dirty and (not self._heap or self._heap[0][0] > now):
+            return  # nothing arrived, nothing due: skip the batch
+        self._process(runner, events, now)
+        self._wake_pending()
+        if self._polling:
+            runner.waker.wake()  # we may have drained a wake-up meant for the poller
+
+    def follow(self, obj: Any) -> None:
+        """Count a thread about to wait on ``obj._cond`` while it cannot lead;
+        asks the polling I/O thread to park so the next wait can lead."""
+        self._followers[obj] = self._followers.get(obj, 0) + 1
+        runner = self._runner
+        if runner is not None and not runner.parked and not runner.park_req:
+            runner.park_req = True
+            if self._polling:
+                runner.waker.wake()
+
+    def unfollow(self, obj: Any) -> None:
+        """Undo :meth:`follow` once the thread stops waiting."""
+        n = self._followers.get(obj, 0) - 1
+        if n > 0:
+            self._followers[obj] = n
+        else:
+            self._followers.pop(obj, None)
+
+    def kick(self, obj: object) -> None:
+        """``obj`` changed outside the poller: end the leader's select if it
+        waits for ``obj`` (lock held)."""
+        if self._leader_obj is obj and self._polling and self._runner is not None:
+            self._runner.waker.wake()
+
+    def _hand_over(self) -> None:
+        """Nobody leads now: let a waiting thread lead, or have the parked I/O
+        thread look again if it would sleep long (lock held)."""
+        for obj in self._followers:
+            obj._cond.notify_all()
+            return
+        runner = self._runner
+        if runner is not None and runner.parked and \
+                runner.park_deadline - time.monotonic() > _PARK:
+            runner.park_cond.notify_all()
+
     def _timeout(self, now: float) -> float | None:
         self._pop_stale()
         best = self._heap[0][0] if self._heap else float("inf")
@@ -415,10 +623,17 @@ class IOLoop:
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
         dirty, self._dirty = self._dirty, set()
+        leader_obj = self._leader_obj
         for client in dirty:
             if client not in self._clients:
                 continue
             try:
+                if client is leader_obj and getattr(client, "_io_defer_flush", bool)():
+                    # the leader returns to its caller, whose answer (e.g.
+                    # a handshake flight) takes these ACKs along
+                    self.schedule(client)
+                    self._wakes.add(client)  # type: ignore[arg-type]
+                    continue
                 client._io_flush(now)
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")

@@ -50,6 +50,15 @@ Deviations and extensions (documented for the lead):
 - ``getsockopt(SOL_QUIC, opt, buflen)`` never allocates ``buflen`` bytes (the
   kernel copies at most what it has); a length beyond a C int raises
   OverflowError as ``socket.socket`` does for such arguments.
+- Corking: handshake messages read with recvmsg, CRYPTO_SECRET and
+  TRANSPORT_PARAM_EXT setsockopts and ``accept`` leave what they make the
+  engine send (mostly ACKs) queued, like MSG_MORE, so it leaves with the
+  driver's next flight; the next flushing call, a blocking wait or the next
+  I/O batch sends it. ``flush()`` (extension) sends it at once; the handshake
+  driver calls it when done. getsockopt never sends by itself.
+- A thread blocked in a call polls the UDP sockets itself (leader/follower,
+  see pyquic.user.loop), and a control call on an established connection
+  first processes what already arrived, as the kernel processes on arrival.
 - Datagrams leave from the endpoint of the source address the engine names
   (``datagrams_to_send_from``), so path probes and answers on a preferred
   address use the right UDP socket.
@@ -116,6 +125,7 @@ _CMSG_HDR = _socket.CMSG_LEN(0)
 _DEFAULT_BUF = 212992
 
 _CLOSED_STATES = frozenset({"CLOSED", "CLOSING", "DRAINING"})
+_CORKING_OPTS = frozenset({int(abi.SockOpt.CRYPTO_SECRET), int(abi.SockOpt.TRANSPORT_PARAM_EXT)})
 
 
 def _err(code: int, what: str = "") -> OSError:
@@ -187,6 +197,7 @@ class QuicSocket(QuicSocketMixin):
         self._sockopts: dict[tuple[int, int], int | bytes] = {}
         self._error_taken = False
         self._vn_signalled = False
+        self._corked = False  # the engine may hold data queued without a flush
         with LOOP.lock:
             self._update_readiness()
 
@@ -295,15 +306,28 @@ class QuicSocket(QuicSocketMixin):
         except AttributeError:  # an engine without these: no low-water mark
             return True
 
+    def _poll_first(self) -> None:
+        """Before a control call on an established connection: process what
+        already arrived (when no thread polls), so e.g. a migration sees the
+        peer's NEW_CONNECTION_IDs as the kernel's would (lock held)."""
+        if self._connected and self._conn.state.name == "ESTABLISHED":
+            LOOP.poll_now(time.monotonic(), force=True)
+
     def _after(self, now: float | None = None, flush: bool = True) -> None:
         """After an application call: send, re-arm timers, wake waiters."""
+        if now is None:
+            now = time.monotonic()
         if flush and self._connected:
-            self._io_flush(time.monotonic() if now is None else now)
+            self._io_flush(now)  # re-reads the timers too
         else:
             self._update_readiness()
-        if self._connected:
-            LOOP.schedule(self)
+            if self._connected:
+                # corked: the next flushing call, wait or I/O batch sends it
+                self._corked = True
+                LOOP.mark(self)
+                LOOP.schedule(self)
         self._wake()
+        LOOP.poll_now(now)
 
     def _deadline(self, nonblock: bool) -> float | None:
         if nonblock or self._timeout == 0.0:
@@ -312,16 +336,17 @@ class QuicSocket(QuicSocketMixin):
             return None
         return time.monotonic() + self._timeout
 
-    def _wait(self, deadline: float | None, send: bool = False) -> None:
+    def _wait(self, deadline: float | None, send: bool = False, flush: bool = False) -> None:
         """Wait until the I/O thread (or another call) signals this socket (lock
         held); EAGAIN / TimeoutError at the deadline. ``send``: waiting for
         send buffer room (see :meth:`_wake`)."""
         if deadline == 0.0:
+            LOOP.poll_now(time.monotonic())
             raise _err(errno.EAGAIN, "Resource temporarily unavailable")
-        if self._connected:
-            # push out what is queued (corked data too) before sleeping
+        if self._connected and (send or flush or self._corked):
+            # push out what is queued (corked data too) before sleeping; any
+            # other call flushed when it returned, the poller after each batch
             self._io_flush(time.monotonic())
-            LOOP.schedule(self)
         gen = self._gen
         self._nwait += 1
         if send:
@@ -485,11 +510,29 @@ class QuicSocket(QuicSocketMixin):
             return
         self._flush(now)
 
+    def _io_defer_flush(self) -> bool:
+        """The leader polling for this socket may leave its flush to the caller
+        it returns to: during the handshake, when a message is readable and
+        nobody waits for send room (the driver answers at once; lock held)."""
+        if (self._nsend or self._conn.state.name == "ESTABLISHED"
+                or not (self._connected and self._conn.readable())):
+            return False
+        self._corked = True
+        return True
+
     def _io_wake(self) -> None:
         if self._nwait:
             self._wake(io=True)
 
+    def flush(self) -> None:
+        """Extension: send what corked calls left queued (MSG_MORE data, the
+        ACKs of handshake messages); the handshake driver calls it when done."""
+        with LOOP.lock:
+            if not self._closed and self._connected:
+                self._after()
+
     def _flush(self, now: float) -> None:
+        self._corked = False
         conn: Any = self._conn
         sender = getattr(conn, "datagrams_to_send_from", None)
         # (datagram, destination[, source]): with the source, each datagram leaves
@@ -697,7 +740,9 @@ class QuicSocket(QuicSocketMixin):
             child._connected = True
             ep.add_member(child)
             LOOP.add_client(child)
-            child._after(now)
+            # the ACK of the Initial waits (corked) for the server's first
+            # flight, which the handshake driver sends right away
+            child._after(now, flush=False)
             self._update_readiness()
             return child, child._peer_addr() or req.remote
 
@@ -827,7 +872,7 @@ class QuicSocket(QuicSocketMixin):
                 self._conn.send_handshake(abi.CryptoLevel(level), data)
                 break
             except BlockingIOError:
-                self._wait(deadline)
+                self._wait(deadline, flush=True)
                 if self._is_closed():
                     raise self._closed_err(errno.EPIPE) from None
         self._after(flush=flush)
@@ -840,7 +885,7 @@ class QuicSocket(QuicSocketMixin):
                 self._conn.send_datagram(data)
                 break
             except BlockingIOError:
-                self._wait(deadline)
+                self._wait(deadline, flush=True)
                 if self._is_closed():
                     raise self._closed_err(errno.EPIPE) from None
         self._after(flush=flush)
@@ -939,7 +984,10 @@ class QuicSocket(QuicSocketMixin):
                 if self._is_closed():
                     raise self._closed_err(errno.ENOTCONN)
                 self._wait(deadline)
-            self._after()
+            # a handshake message leaves the ACKs it causes corked: the driver
+            # answers at once (secrets, then its flight), so they share its
+            # datagrams; its next wait or send flushes them
+            self._after(flush=item.stream_id is not None or not item.level)
         anc: list[tuple[int, int, bytes]] = []
         msg_flags = item.msg_flags
         if item.stream_id is not None:
@@ -1003,10 +1051,12 @@ class QuicSocket(QuicSocketMixin):
             raise _err(errno.EINVAL)
         with LOOP.lock:
             self._check_open()
+            self._poll_first()
             try:
                 self._set_quic(optname, buf)
             finally:
-                self._after()
+                # handshake keys and parameters cork like a handshake message
+                self._after(flush=optname not in _CORKING_OPTS)
 
     def _set_quic(self, opt: int, buf: bytes) -> None:
         c = self._conn
@@ -1101,10 +1151,11 @@ class QuicSocket(QuicSocketMixin):
             n = len(inbuf)
         with LOOP.lock:
             self._check_open()
+            self._poll_first()
             try:
                 out = self._get_quic(optname, inbuf, n)
             finally:
-                self._after()
+                self._after(flush=not self._corked)  # reading sends nothing new
         if as_int:
             return int.from_bytes(out[:4].ljust(4, b"\0"), "little", signed=True)
         return out

@@ -44,6 +44,7 @@ def _transfer(tmp_path: Any, probe_interval: int) -> tuple[int, bool]:
         for i in range(0, len(blob), 65536):
             s.send_stream(sid, bytes(view[i:i + 65536]), fin=i + 65536 >= len(blob))
         s.recv_message()  # the client's "done" keeps the connection open until read
+        s.close()  # else it stays registered and later leak checks see it
 
     with NetProxy(ls.getsockname(), mutate=record, lifetime=TIMEOUT * 2) as proxy:
         t = threading.Thread(target=serve, daemon=True)

@@ -397,3 +397,149 @@ def test_io_thread_lingers_then_stops() -> None:
     _settle(threads)
     assert not LOOP.running
     assert threading.active_count() == threads
+
+
+def _send_stream(s: QuicSocket, data: bytes, sid: int, flags: int) -> None:
+    s.sendmsg([data], [abi.stream_info_cmsg(sid, flags)])
+
+
+def _echo_once(srv: QuicSocket, sid: int) -> None:
+    """Read one message on ``srv`` and send it back on ``sid``."""
+    data = srv.recv(1000)
+    _send_stream(srv, data, sid, abi.StreamFlag.NEW | abi.StreamFlag.FIN)
+
+
+def test_blocked_thread_polls_itself(cert) -> None:
+    """Leader/follower: a thread blocked in recv becomes the poller (the I/O
+    thread parks) and receives its answer without the I/O thread's help."""
+    with QuicSocket() as lst, QuicSocket() as c:
+        lst.bind(("127.0.0.1", 0))
+        lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+        lst.listen(1)
+        lst.settimeout(30)
+        c.connect(lst.getsockname())
+        srv = _handshake_pair(lst, cert, c)
+        c.settimeout(30)
+        srv.settimeout(30)
+        got: dict[str, object] = {}
+
+        def client() -> None:
+            try:
+                _send_stream(c, b"ping", 0, abi.StreamFlag.NEW | abi.StreamFlag.FIN)
+                got["data"] = c.recv(100)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                got["e"] = exc
+
+        t = threading.Thread(target=client, daemon=True)
+        t.start()
+        # while the client thread waits for the echo it leads (polls) itself
+        seen = False
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not seen and t.is_alive():
+            with LOOP.lock:
+                seen = LOOP._leader == t.ident
+            time.sleep(0.001)
+        assert seen
+        _echo_once(srv, 1)
+        t.join(30)
+        assert not t.is_alive()
+        assert got.get("data") == b"ping", got
+        srv.close()
+
+
+def test_two_blocked_threads_both_served(cert) -> None:
+    """Only one thread polls at a time; when it leaves, the other takes over
+    (follower hand-over), so both blocked receivers get their data."""
+    with QuicSocket() as lst, QuicSocket() as c1, QuicSocket() as c2:
+        lst.bind(("127.0.0.1", 0))
+        lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+        lst.listen(2)
+        lst.settimeout(30)
+        c1.connect(lst.getsockname())
+        s1 = _handshake_pair(lst, cert, c1)
+        c2.connect(lst.getsockname())
+        s2 = _handshake_pair(lst, cert, c2)
+        got: dict[str, object] = {}
+
+        def reader(name: str, c: QuicSocket) -> None:
+            try:
+                c.settimeout(30)
+                got[name] = c.recv(100)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                got[name] = exc
+
+        threads = [threading.Thread(target=reader, args=(n, c), daemon=True)
+                   for n, c in (("one", c1), ("two", c2))]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)  # both block: one leads, the other follows
+        _send_stream(s1, b"first", 1, abi.StreamFlag.NEW | abi.StreamFlag.FIN)
+        threads[0].join(30)
+        assert got.get("one") == b"first", got
+        assert threads[1].is_alive()  # still waiting, now as the leader
+        _send_stream(s2, b"second", 1, abi.StreamFlag.NEW | abi.StreamFlag.FIN)
+        threads[1].join(30)
+        assert got.get("two") == b"second", got
+        s1.close()
+        s2.close()
+
+
+def test_nonblocking_calls_see_data_while_io_thread_parked(cert) -> None:
+    """After blocking calls parked the I/O thread, a caller that only polls
+    with MSG_DONTWAIT still gets its data (each call polls the UDP sockets
+    when nobody else does, and the I/O thread takes over when idle)."""
+    with QuicSocket() as lst, QuicSocket() as c:
+        lst.bind(("127.0.0.1", 0))
+        lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+        lst.listen(1)
+        lst.settimeout(30)
+        c.connect(lst.getsockname())
+        srv = _handshake_pair(lst, cert, c)
+        _send_stream(srv, b"hello", 1, abi.StreamFlag.NEW | abi.StreamFlag.FIN)
+        data = b""
+        end = time.monotonic() + 10
+        while not data and time.monotonic() < end:
+            try:
+                data = c.recv(100, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        assert data == b"hello"
+        srv.close()
+
+
+def test_close_from_another_thread_ends_a_leaders_wait(cert) -> None:
+    """A thread polling as the leader for its own socket is woken at once when
+    another thread closes that socket (EBADF), not at its timeout."""
+    with QuicSocket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+        lst.listen(1)
+        lst.settimeout(30)
+        c = QuicSocket()
+        c.connect(lst.getsockname())
+        srv = _handshake_pair(lst, cert, c)
+        out: dict[str, BaseException] = {}
+
+        def reader() -> None:
+            try:
+                c.settimeout(60)
+                c.recv(100)
+            except OSError as exc:
+                out["e"] = exc
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            with LOOP.lock:
+                if LOOP._leader == t.ident:
+                    break
+            time.sleep(0.001)
+        t0 = time.monotonic()
+        c.close()
+        t.join(30)
+        assert not t.is_alive()
+        assert time.monotonic() - t0 < 10
+        assert isinstance(out.get("e"), OSError)
+        assert out["e"].errno == errno.EBADF  # type: ignore[attr-defined]
+        srv.close()
