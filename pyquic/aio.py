@@ -752,15 +752,14 @@ class Connection:
         Data not yet acknowledged may be lost: await
         :meth:`StreamWriter.wait_closed` first when it matters.
         """
-        if self._closed:
-            return
-        if errcode or reason:
-            try:
-                self._sock.set_close_info(errcode, reason)
-            except OSError as exc:
-                log.debug("set_close_info: %s", exc)
-        self._lost(ConnectionClosed("connection closed locally"))
-        self._sock.close()
+        if not self._closed:
+            if errcode or reason:
+                try:
+                    self._sock.set_close_info(errcode, reason)
+                except OSError as exc:
+                    log.debug("set_close_info: %s", exc)
+            self._lost(ConnectionClosed("connection closed locally"))
+        self._sock.close()  # also after the peer closed: the socket is still ours
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed (by :meth:`close`, the peer, or idle timeout)."""
@@ -1107,8 +1106,9 @@ class Server:
 
     Made by :func:`start_server`. :meth:`close` stops accepting and leaves
     established connections alone (as :class:`asyncio.Server`); leaving
-    ``async with server`` closes it and cancels the handshakes and callbacks
-    still running (a cancelled callback's connection is closed).
+    ``async with server`` closes it, cancels the handshakes and callbacks
+    still running and closes every connection it accepted (as
+    ``asyncio.Server.close_clients``), so no socket outlives the block.
     """
 
     def __init__(self, listeners: list[Any], callback: ClientConnectedCallback,
@@ -1122,6 +1122,7 @@ class Server:
         self._accept_setup = accept_setup
         self._handshake_timeout = handshake_timeout
         self._tasks: set[asyncio.Task[None]] = set()
+        self._conns: set[Connection] = set()  # accepted and not yet released
         self._closed = False
         self._closed_fut: asyncio.Future[None] = self._loop.create_future()
         for s in listeners:
@@ -1162,6 +1163,7 @@ class Server:
             result = await asyncio.wait_for(asyncio.to_thread(self._handshake, sock),
                                             self._handshake_timeout + 5.0)
             conn = Connection(sock, is_client=False, handshake=result, **self._conn_kwargs)
+            self._conns.add(conn)
         except asyncio.CancelledError:
             sock.close()
             raise
@@ -1179,6 +1181,9 @@ class Server:
         except Exception:
             log.exception("connection callback failed for %s", peer)
             conn.close(errcode=1, reason=b"internal error")
+        if conn.is_closed:  # the callback is done with it: release the socket
+            conn.close()
+            self._conns.discard(conn)
 
     def close(self) -> None:
         """Stop listening. Established connections and handshakes in progress go on;
@@ -1211,6 +1216,8 @@ class Server:
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in list(self._conns):
+            conn.close()
 
 
 async def start_server(

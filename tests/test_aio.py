@@ -503,3 +503,27 @@ def test_subscribed_stream_events_and_readuntil_limit(backend: str,
                     break
             assert StreamState.SEND_RECVD in states  # our FIN was acknowledged
     run(main())
+
+
+def test_leaving_the_server_block_releases_accepted_sockets(backend: str,
+                                                           certs: tuple[str, str]) -> None:
+    """A callback that returns leaves its connection open; ``async with server``
+    closes it on exit (as asyncio's close_clients), also after the peer closed."""
+    accepted: list[aio.Connection] = []
+
+    async def handler(conn: aio.Connection) -> None:
+        accepted.append(conn)
+
+    async def main() -> None:
+        server, conn = await pair(backend, certs, handler)
+        async with server:
+            async with conn:
+                _r, w = await conn.open_stream()
+                w.write_eof()
+            for _ in range(500):  # bounded: until the server saw the peer's close
+                if accepted and accepted[0].is_closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert accepted and accepted[0].socket.fileno() != -1
+        assert accepted[0].socket.fileno() == -1
+    run(main())
