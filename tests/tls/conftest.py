@@ -65,3 +65,17 @@ KEY_MAKERS = {
 def keyed_certs(pki: Pki) -> dict[str, tuple[Path, Path]]:
     """Server certificates with each supported key type."""
     return {n: pki.issue(f"server-{n}", key=mk()) for n, mk in KEY_MAKERS.items()}
+
+
+@pytest.fixture
+def listener():
+    """A user-backend QUIC listener on 127.0.0.1 with ALPN "h3"."""
+    from pyquic import abi
+    from pyquic.user.socket import QuicSocket
+
+    ls = QuicSocket()
+    ls.bind(("127.0.0.1", 0))
+    ls.setsockopt(abi.SOL_QUIC, abi.SockOpt.ALPN, b"h3")
+    ls.listen()
+    yield ls
+    ls.close()

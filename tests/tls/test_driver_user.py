@@ -39,16 +39,6 @@ def serve(listener: Any, n: int, results: list[Any], **kw: Any) -> threading.Thr
     return t
 
 
-@pytest.fixture
-def listener():
-    ls = user_socket.QuicSocket()
-    ls.bind(("127.0.0.1", 0))
-    ls.setsockopt(abi.SOL_QUIC, abi.SockOpt.ALPN, b"h3")
-    ls.listen()
-    yield ls
-    ls.close()
-
-
 def test_cert_handshake_then_resumption_with_0rtt(pki, listener):
     results: list[Any] = []
     t = serve(listener, 2, results, certfile=pki.server_cert, keyfile=pki.server_key)

@@ -22,13 +22,9 @@ user_socket = pytest.importorskip("pyquic.user.socket")
 TIMEOUT = 10
 
 
-def _pair(server: Callable[[Any], Any], client: Callable[[Any], Any],
+def _pair(ls: Any, server: Callable[[Any], Any], client: Callable[[Any], Any],
           config: abi.Config | None = None) -> tuple[Any, Any]:
-    """Handshake one connection on loopback; echo one stream; return both results."""
-    ls = user_socket.QuicSocket()
-    ls.bind(("127.0.0.1", 0))
-    ls.setsockopt(abi.SOL_QUIC, abi.SockOpt.ALPN, b"h3")
-    ls.listen()
+    """Handshake one connection to ``ls``; echo one stream; return both results."""
     out: dict[str, Any] = {}
 
     def serve() -> None:
@@ -60,15 +56,15 @@ def _pair(server: Callable[[Any], Any], client: Callable[[Any], Any],
         return cr, out["server"]
     finally:
         c.close()
-        ls.close()
         if "sock" in out:
             out["sock"].close()
 
 
 @pytest.mark.parametrize("cipher", [abi.TlsCipher.AES_GCM_128, abi.TlsCipher.AES_GCM_256,
                                     abi.TlsCipher.CHACHA20_POLY1305])
-def test_each_cipher_suite(pki: Any, cipher: abi.TlsCipher) -> None:
+def test_each_cipher_suite(pki: Any, listener: Any, cipher: abi.TlsCipher) -> None:
     cr, sr = _pair(
+        listener,
         lambda s: driver.server_handshake(s, pki.server_cert, pki.server_key, timeout=TIMEOUT),
         lambda c: driver.client_handshake(c, "localhost", "h3", cafile=pki.ca, timeout=TIMEOUT),
         abi.Config(payload_cipher_type=cipher))
@@ -76,26 +72,27 @@ def test_each_cipher_suite(pki: Any, cipher: abi.TlsCipher) -> None:
 
 
 @pytest.mark.parametrize("kind", ["p256", "p384", "rsa", "ed25519"])
-def test_each_server_key_type(pki: Any, keyed_certs: dict[str, tuple[Path, Path]],
-                              kind: str) -> None:
+def test_each_server_key_type(pki: Any, listener: Any,
+                              keyed_certs: dict[str, tuple[Path, Path]], kind: str) -> None:
     cert, key = keyed_certs[kind]
-    cr, _ = _pair(lambda s: driver.server_handshake(s, cert, key, timeout=TIMEOUT),
+    cr, _ = _pair(listener, lambda s: driver.server_handshake(s, cert, key, timeout=TIMEOUT),
                   lambda c: driver.client_handshake(c, "localhost", "h3", cafile=pki.ca,
                                                     timeout=TIMEOUT))
     assert cr.peer_certificate is not None
 
 
-def test_psk_mode(tmp_path: Path) -> None:
+def test_psk_mode(tmp_path: Path, listener: Any) -> None:
     psk = tmp_path / "psk.txt"
     psk.write_text("alice:" + "5a" * 32 + "\n")
-    cr, sr = _pair(lambda s: driver.server_handshake(s, psk_file=psk, timeout=TIMEOUT),
+    cr, sr = _pair(listener, lambda s: driver.server_handshake(s, psk_file=psk, timeout=TIMEOUT),
                    lambda c: driver.client_handshake(c, None, "h3", psk_file=psk,
                                                      timeout=TIMEOUT))
     assert cr.psk and sr.psk and cr.peer_certificate is None
 
 
-def test_client_certificate(pki: Any) -> None:
+def test_client_certificate(pki: Any, listener: Any) -> None:
     cr, sr = _pair(
+        listener,
         lambda s: driver.server_handshake(s, pki.server_cert, pki.server_key, cafile=pki.ca,
                                           require_client_cert=True, timeout=TIMEOUT),
         lambda c: driver.client_handshake(c, "localhost", "h3", cafile=pki.ca,
