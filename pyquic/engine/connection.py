@@ -2363,6 +2363,18 @@ class QuicConnection:
     def readable(self) -> bool:
         return self.inq.readable()
 
+    def has_output(self, now: float) -> bool:
+        """Whether ``datagrams_to_send`` might send something or move a timer
+        now (due flow-control updates are queued first). False lets the socket
+        layer skip the flush after a call that rarely queues frames, such as a
+        stream read."""
+        if self.state is not ConnState.ESTABLISHED:
+            return True
+        if self._rx_dirty:
+            self._flush_rx()
+        self._queue_flow_updates()
+        return not self._nothing_to_send(now)
+
     # ============================================================ send API
     def _sndbuf(self) -> int:
         return max(SNDBUF_MIN, 4 * self.cc.congestion_window)

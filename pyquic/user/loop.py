@@ -564,6 +564,10 @@ class IOLoop:
             if self._polling:
                 runner.waker.wake()
 
+    def has_followers(self, obj: Any) -> bool:
+        """Whether a thread waits on ``obj._cond`` (lock held)."""
+        return obj in self._followers
+
     def unfollow(self, obj: Any) -> None:
         """Undo :meth:`follow` once the thread stops waiting."""
         n = self._followers.get(obj, 0) - 1
@@ -628,9 +632,10 @@ class IOLoop:
             if client not in self._clients:
                 continue
             try:
-                if client is leader_obj and getattr(client, "_io_defer_flush", bool)():
-                    # the leader returns to its caller, whose answer (e.g.
-                    # a handshake flight) takes these ACKs along
+                if client is leader_obj and getattr(client, "_io_defer_flush",
+                                                    _never)(now):
+                    # the leader returns to its caller, whose answer (a
+                    # handshake flight, a reply) takes these ACKs along
                     self.schedule(client)
                     self._wakes.add(client)  # type: ignore[arg-type]
                     continue
@@ -640,8 +645,11 @@ class IOLoop:
             self.schedule(client)
             if hasattr(client, "_io_wake"):
                 self._wakes.add(client)  # type: ignore[arg-type]
-        self.generation += 1
-        self.cond.notify_all()
+        self.generation += 1  # (nobody waits on ``cond`` per batch: no notify)
+
+
+def _never(_now: float) -> bool:
+    return False
 
 
 #: The process-wide loop shared by every user-backend socket.

@@ -78,7 +78,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pyquic import abi
-from pyquic.engine.connection import QuicConnection
+from pyquic.engine.connection import ConnState, QuicConnection
 from pyquic.kernel.typed import QuicSocketMixin
 from pyquic.user import endpoint as _ep
 from pyquic.user.endpoint import Addr, Endpoint, Request
@@ -95,13 +95,14 @@ SOCK_STREAM = _socket.SOCK_STREAM
 IPPROTO_QUIC = abi.IPPROTO_QUIC
 SOL_QUIC = abi.SOL_QUIC
 
-MSG_DONTWAIT = _socket.MSG_DONTWAIT
-MSG_PEEK = _socket.MSG_PEEK
-MSG_CTRUNC = _socket.MSG_CTRUNC
+# plain ints: arithmetic on socket.MsgFlag members runs in Python (enum)
+MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
+MSG_PEEK = int(_socket.MSG_PEEK)
+MSG_CTRUNC = int(_socket.MSG_CTRUNC)
 MSG_MORE = 0x8000
 MSG_BATCH = 0x40000
-MSG_NOSIGNAL = getattr(_socket, "MSG_NOSIGNAL", 0x4000)
-MSG_WAITALL = _socket.MSG_WAITALL
+MSG_NOSIGNAL = int(getattr(_socket, "MSG_NOSIGNAL", 0x4000))
+MSG_WAITALL = int(_socket.MSG_WAITALL)
 
 _STREAM_NEW = int(abi.StreamFlag.NEW)
 _STREAM_FIN = int(abi.StreamFlag.FIN)
@@ -121,10 +122,14 @@ _ALPN_MAX_LEN = 128
 _TP_EXT_MAX_LEN = 512
 _SESSION_TICKET_MIN = 64
 _STREAM_INFO_DEFAULT = abi.StreamInfo(-1, 0).pack()
+# struct quic_stream_info (int64 stream_id, u32 stream_flags, 4 pad) on the
+# data path, where abi.StreamInfo's dataclass round trip would cost more
+_SINFO = struct.Struct("=qI4x")
+assert _SINFO.size == abi.StreamInfo.SIZE
 _CMSG_HDR = _socket.CMSG_LEN(0)
 _DEFAULT_BUF = 212992
 
-_CLOSED_STATES = frozenset({"CLOSED", "CLOSING", "DRAINING"})
+_CLOSED_STATES = frozenset({ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING})
 _CORKING_OPTS = frozenset({int(abi.SockOpt.CRYPTO_SECRET), int(abi.SockOpt.TRANSPORT_PARAM_EXT)})
 
 
@@ -271,7 +276,7 @@ class QuicSocket(QuicSocketMixin):
 
     def _is_closed(self) -> bool:
         """The kernel's quic_is_closed(): not connected, shut down or closed by the peer."""
-        return self._shut or not self._connected or self._conn.state.name in _CLOSED_STATES
+        return self._shut or not self._connected or self._conn.state in _CLOSED_STATES
 
     def _update_readiness(self) -> None:
         ready = self._ready
@@ -294,12 +299,13 @@ class QuicSocket(QuicSocketMixin):
         if io and self._nwait == self._nsend and not self._low_water():
             return
         self._gen += 1
-        self._cond.notify_all()
+        if LOOP.has_followers(self):  # a leader among the waiters sees _gen
+            self._cond.notify_all()
         LOOP.kick(self)
 
     def _low_water(self) -> bool:
         c: Any = self._conn
-        if self._is_closed() or c.state.name != "ESTABLISHED":
+        if self._is_closed() or c.state is not ConnState.ESTABLISHED:
             return True
         try:
             return bool(c._buffered() * 3 <= c._sndbuf() * 2)
@@ -310,7 +316,7 @@ class QuicSocket(QuicSocketMixin):
         """Before a control call on an established connection: process what
         already arrived (when no thread polls), so e.g. a migration sees the
         peer's NEW_CONNECTION_IDs as the kernel's would (lock held)."""
-        if self._connected and self._conn.state.name == "ESTABLISHED":
+        if self._connected and self._conn.state is ConnState.ESTABLISHED:
             LOOP.poll_now(time.monotonic(), force=True)
 
     def _after(self, now: float | None = None, flush: bool = True) -> None:
@@ -510,13 +516,18 @@ class QuicSocket(QuicSocketMixin):
             return
         self._flush(now)
 
-    def _io_defer_flush(self) -> bool:
+    def _io_defer_flush(self, now: float) -> bool:
         """The leader polling for this socket may leave its flush to the caller
-        it returns to: during the handshake, when a message is readable and
-        nobody waits for send room (the driver answers at once; lock held)."""
-        if (self._nsend or self._conn.state.name == "ESTABLISHED"
-                or not (self._connected and self._conn.readable())):
+        it returns to, when something became readable and nobody waits for
+        send room: during the handshake (the driver answers at once, so the
+        ACKs share its flight) and, once established, when nothing is due now
+        (the ACK timer is armed by the loop's schedule; a reply takes the ACK
+        along). Lock held."""
+        conn = self._conn
+        if self._nsend or not (self._connected and conn.readable()):
             return False
+        if conn.state is ConnState.ESTABLISHED:
+            return not conn.has_output(now)
         self._corked = True
         return True
 
@@ -836,11 +847,11 @@ class QuicSocket(QuicSocketMixin):
                     level = cdata[0] if cdata else 0
                     has_hinfo = True
                 elif ctype == abi.CmsgType.STREAM_INFO:
-                    raw = cdata[:16] + _STREAM_INFO_DEFAULT[len(cdata[:16]):]
-                    info = abi.StreamInfo.unpack(raw)
-                    if info.stream_flags & ~_STREAM_FLAGS:
+                    if len(cdata) < 16:
+                        cdata = cdata + _STREAM_INFO_DEFAULT[len(cdata):]
+                    sid, sflags = _SINFO.unpack_from(cdata)
+                    if sflags & ~_STREAM_FLAGS:
                         raise _err(errno.EINVAL)
-                    sid, sflags = info.stream_id, info.stream_flags
                     has_sinfo = True
                 else:
                     raise _err(errno.EINVAL)
@@ -984,14 +995,23 @@ class QuicSocket(QuicSocketMixin):
                 if self._is_closed():
                     raise self._closed_err(errno.ENOTCONN)
                 self._wait(deadline)
-            # a handshake message leaves the ACKs it causes corked: the driver
-            # answers at once (secrets, then its flight), so they share its
-            # datagrams; its next wait or send flushes them
-            self._after(flush=item.stream_id is not None or not item.level)
+            if item.stream_id is not None:
+                now = time.monotonic()
+                if self._conn.has_output(now):
+                    self._after(now)
+                else:  # the usual read: nothing to send, no timer moved
+                    self._update_readiness()
+                    self._wake()
+                    LOOP.poll_now(now)
+            else:
+                # a handshake message leaves the ACKs it causes corked: the
+                # driver answers at once (secrets, then its flight), so they
+                # share its datagrams; its next wait or send flushes them
+                self._after(flush=not item.level)
         anc: list[tuple[int, int, bytes]] = []
         msg_flags = item.msg_flags
         if item.stream_id is not None:
-            payload = abi.StreamInfo(item.stream_id, item.stream_flags).pack()
+            payload = _SINFO.pack(item.stream_id, item.stream_flags)
             msg_flags |= self._put_cmsg(anc, ancbufsize, abi.CmsgType.STREAM_INFO, payload)
             if msg_flags & MSG_CTRUNC:
                 msg_flags |= item.stream_flags
