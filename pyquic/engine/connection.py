@@ -485,6 +485,9 @@ class QuicConnection:
         self._early_pns: set[int] = set()  # 0-RTT packets sent (client)
         self._retire_queued = 0  # RETIRE_CONNECTION_ID frames ever queued
         self._rx_dirty = False  # the fast receive path deferred work (_flush_rx)
+        # loss/ACK timers to re-arm before they are next read (_rearm_timers):
+        # once per flush, after the datagrams went out, not once per ACK
+        self._timers_stale = False
         self._rx_dcid_seq: int | None = None  # seq of the DCID of the packet in hand
 
     # ================================================================ helpers
@@ -1845,7 +1848,7 @@ class QuicConnection:
         self._detect_and_handle_loss(space, now)
         self.pto_count = 0
         self.pacer.update(cc.congestion_window, rtt.smoothed_rtt)
-        self._set_loss_timer()
+        self._timers_stale = True
 
     def _detect_and_handle_loss(self, space: int, now: float) -> None:
         pns = self.spaces[space]
@@ -2032,8 +2035,7 @@ class QuicConnection:
         self._queue_flow_updates()
         self._queue_path_responses()
         if self.state is ConnState.ESTABLISHED and self._nothing_to_send(now):
-            self._set_loss_timer()
-            self._set_ack_timer()
+            self._timers_stale = True
             return []
         dgrams = self.outq.build_datagrams(self, now)
         if self.state == ConnState.CLOSING and dgrams:
@@ -2055,8 +2057,7 @@ class QuicConnection:
         self._probe_out.clear()
         if self._ku_hold and self._ku_sent_at is None and out:
             self._ku_sent_at = now  # first packets under the new keys
-        self._set_loss_timer()
-        self._set_ack_timer()
+        self._timers_stale = True
         return out
 
     def _nothing_to_send(self, now: float) -> bool:
@@ -2154,13 +2155,22 @@ class QuicConnection:
         """The earliest deadline at which ``handle_timer`` must run."""
         if self._rx_dirty:
             self._flush_rx()
+        if self._timers_stale:
+            self._rearm_timers()
         return self.timers.next()
+
+    def _rearm_timers(self) -> None:
+        self._timers_stale = False
+        self._set_loss_timer()
+        self._set_ack_timer()
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline has passed."""
         self._now = now
         if self._rx_dirty:
             self._flush_rx()
+        if self._timers_stale:
+            self._rearm_timers()
         timers = self.timers
         for kind in timers.expired(now):
             timers.stop(kind)

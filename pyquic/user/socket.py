@@ -549,8 +549,8 @@ class QuicSocket(QuicSocketMixin):
         # (datagram, destination[, source]): with the source, each datagram leaves
         # from the endpoint of that address (path probes, preferred address)
         items = sender(now) if sender is not None else conn.datagrams_to_send(now)
-        LOOP.schedule(self)  # sending (and whatever led here) moves the timers
         if not items:
+            LOOP.schedule(self)  # whatever led here may have moved the timers
             self._update_readiness()
             return
         ep = self._endpoint
@@ -583,6 +583,9 @@ class QuicSocket(QuicSocketMixin):
             run.append(data)
         if run and run_ep is not None and run_dest is not None:
             run_ep.send_many(run, run_dest)
+        # the timers (re-armed lazily by the engine) after the datagrams left:
+        # off the round trip's critical path
+        LOOP.schedule(self)
         self._update_readiness()
 
     def _endpoint_towards(self, dest: Addr) -> Endpoint | None:
