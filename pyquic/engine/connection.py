@@ -2032,8 +2032,7 @@ class QuicConnection:
             return []
         if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
             return []
-        self._queue_flow_updates()
-        self._queue_path_responses()
+        self._prepare_output()
         if self.state is ConnState.ESTABLISHED and self._nothing_to_send(now):
             self._timers_stale = True
             return []
@@ -2059,6 +2058,14 @@ class QuicConnection:
             self._ku_sent_at = now  # first packets under the new keys
         self._timers_stale = True
         return out
+
+    def _prepare_output(self) -> None:
+        """Queue the frames that wait for the next flush: the deferred work of
+        the fast receive path, flow-control updates, PATH_RESPONSEs."""
+        if self._rx_dirty:
+            self._flush_rx()
+        self._queue_flow_updates()
+        self._queue_path_responses()
 
     def _nothing_to_send(self, now: float) -> bool:
         """Cheap check that the packer would build nothing now (empty flushes
@@ -2380,9 +2387,7 @@ class QuicConnection:
         stream read."""
         if self.state is not ConnState.ESTABLISHED:
             return True
-        if self._rx_dirty:
-            self._flush_rx()
-        self._queue_flow_updates()
+        self._prepare_output()
         return not self._nothing_to_send(now)
 
     # ============================================================ send API

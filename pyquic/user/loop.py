@@ -45,11 +45,13 @@ after every flush.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
-import selectors
+import select
 import socket
 import threading
 import time
@@ -200,6 +202,57 @@ class _Waker:
         self._efd = self._r = self._w = None
 
 
+class _Poller:
+    """Readiness of the watched fds, each with its object (a :class:`Reader`,
+    or None for the waker): ``selectors`` without the key object it builds
+    per event, since every wake-up of a round trip goes through here."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = select.poll() if self._epoll is None else None
+        self._map: dict[int, Any] = {}
+
+    def register(self, fd: int, data: Any) -> None:
+        """Watch ``fd`` for input (or change its object)."""
+        if fd not in self._map:
+            if self._epoll is not None:
+                self._epoll.register(fd, select.EPOLLIN)
+            else:
+                assert self._poll is not None
+                self._poll.register(fd, select.POLLIN)
+        self._map[fd] = data
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd`` (KeyError if not watched)."""
+        del self._map[fd]
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):  # already closed
+                self._epoll.unregister(fd)
+        else:
+            assert self._poll is not None
+            self._poll.unregister(fd)
+
+    def select(self, timeout: float | None) -> list[tuple[int, Any]]:
+        """(fd, object) of the fds readable within ``timeout`` seconds (None:
+        no limit); an interrupted wait returns nothing."""
+        try:
+            if self._epoll is not None:
+                events = self._epoll.poll(-1 if timeout is None else max(timeout, 0.0))
+            else:
+                assert self._poll is not None
+                events = self._poll.poll(None if timeout is None
+                                         else max(math.ceil(timeout * 1e3), 0))
+        except InterruptedError:
+            return []
+        m = self._map
+        return [(fd, m.get(fd)) for fd, _mask in events]
+
+    def close(self) -> None:
+        self._map.clear()
+        if self._epoll is not None:
+            self._epoll.close()
+
+
 class _Runner:
     """One incarnation of the I/O thread with its own selector and waker.
 
@@ -211,9 +264,9 @@ class _Runner:
 
     def __init__(self, loop: IOLoop) -> None:
         self.loop = loop
-        self.selector = selectors.DefaultSelector()
+        self.selector = _Poller()
         self.waker = _Waker()
-        self.selector.register(self.waker.fileno(), selectors.EVENT_READ, None)
+        self.selector.register(self.waker.fileno(), None)
         self.stopped = False
         self.parked = False
         self.park_req = False  # a thread that wants to lead asked this one to park
@@ -344,7 +397,7 @@ class IOLoop:
         if self._runner is None:
             runner = _Runner(self)
             for fd, reader in self._readers.items():
-                runner.selector.register(fd, selectors.EVENT_READ, reader)
+                runner.selector.register(fd, reader)
             self._runner = runner
             runner.thread.start()
         return self._runner
@@ -355,10 +408,7 @@ class IOLoop:
             fd = reader.fileno()
             self._readers[fd] = reader
             runner = self._ensure()
-            if fd in runner.selector.get_map():
-                runner.selector.modify(fd, selectors.EVENT_READ, reader)
-            else:
-                runner.selector.register(fd, selectors.EVENT_READ, reader)
+            runner.selector.register(fd, reader)
 
     def remove_reader(self, reader: Reader) -> None:
         """Stop watching ``reader`` (before closing its fd)."""
@@ -601,17 +651,17 @@ class IOLoop:
             return None
         return max(0.0, best - now)
 
-    def _process(self, runner: _Runner, events: list[tuple[selectors.SelectorKey, int]],
+    def _process(self, runner: _Runner, events: list[tuple[int, Any]],
                  now: float) -> None:
-        for key, _mask in events:
-            reader: Reader | None = key.data
+        for fd, reader in events:
             if reader is None:
                 runner.waker.drain()
                 continue
-            if self._readers.get(key.fd) is not reader:
+            current = self._readers.get(fd)
+            if current is None or current is not reader:
                 continue  # removed while we slept
             try:
-                reader.on_readable(now)
+                current.on_readable(now)
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
         heap, valid = self._heap, self._when

@@ -527,8 +527,11 @@ class QuicSocket(QuicSocketMixin):
         if self._nsend or not (self._connected and conn.readable()):
             return False
         if conn.state is ConnState.ESTABLISHED:
-            return not conn.has_output(now)
-        self._corked = True
+            if conn.has_output(now):
+                return False
+        else:
+            self._corked = True
+        self._update_readiness()
         return True
 
     def _io_wake(self) -> None:
@@ -1002,7 +1005,8 @@ class QuicSocket(QuicSocketMixin):
                 now = time.monotonic()
                 if self._conn.has_output(now):
                     self._after(now)
-                else:  # the usual read: nothing to send, no timer moved
+                else:  # the usual read: nothing to send
+                    LOOP.schedule(self)  # has_output may have re-armed timers
                     self._update_readiness()
                     self._wake()
                     LOOP.poll_now(now)
