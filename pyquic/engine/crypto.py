@@ -34,6 +34,7 @@ Public API (stable):
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -133,9 +134,11 @@ def hkdf_expand_label(
         + context
     )
     # HKDF-Expand (RFC 5869 §2.3)
-    out = b""
-    block = b""
-    counter = 1
+    block = hmac.digest(secret, info + b"\x01", hash_name)
+    if length <= len(block):  # one block: every QUIC key, IV and secret
+        return block[:length]
+    out = block
+    counter = 2
     while len(out) < length:
         block = hmac.digest(secret, block + info + bytes((counter,)), hash_name)
         out += block
@@ -165,6 +168,9 @@ def initial_keys(version: int, dcid: bytes, is_client: bool) -> tuple[PacketKey,
     return (ckey, skey) if is_client else (skey, ckey)
 
 
+_LAZY_ATTRS = frozenset({"key", "iv", "hp_key", "_iv_int", "_aead", "_hp_encryptor"})
+
+
 class PacketKey:
     """AEAD + header protection key of one direction and one key phase.
 
@@ -191,29 +197,53 @@ class PacketKey:
     ) -> None:
         _check_version(version)
         try:
-            key_len, hash_name = _CIPHERS[cipher]
+            _key_len, hash_name = _CIPHERS[cipher]
         except KeyError:
             raise ValueError(f"unsupported cipher {cipher}") from None
-        l_key, l_iv, l_hp, _ = _LABELS[version]
         self.cipher = int(cipher)
         self.version = version
         self.secret = secret
         self.hash_name = hash_name
         self.tag_len = _TAG_LEN
-        self.key = hkdf_expand_label(hash_name, secret, l_key, b"", key_len)
-        self.iv = hkdf_expand_label(hash_name, secret, l_iv, b"", _IV_LEN)
-        if _hp_key is None:
-            _hp_key = hkdf_expand_label(hash_name, secret, l_hp, b"", key_len)
-        self.hp_key = _hp_key
-        self._iv_int = int.from_bytes(self.iv, "big")
-        self._aead: AESGCM | AESCCM | ChaCha20Poly1305
-        if cipher == TLS_CIPHER_CHACHA20_POLY1305:
-            self._aead = ChaCha20Poly1305(self.key)
-            self._hp_encryptor = None
+        if _hp_key is not None:
+            self.hp_key = _hp_key
+        # key, iv, hp_key and the cipher objects are derived on first use
+        # (__getattr__): a key that never protects a packet costs no HKDF and
+        # no cipher context (e.g. the next key phase's, kept ready for a key
+        # update that may never come)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for a slot not set yet (see __init__)
+        if name in _LAZY_ATTRS:
+            self._derive()
+            return object.__getattribute__(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _derive(self) -> None:
+        """Derive the packet protection keys (RFC 9001 §5.1) and build the ciphers."""
+        key_len, hash_name = _CIPHERS[self.cipher]
+        l_key, l_iv, l_hp, _ = _LABELS[self.version]
+        secret = self.secret
+        key = hkdf_expand_label(hash_name, secret, l_key, b"", key_len)
+        iv = hkdf_expand_label(hash_name, secret, l_iv, b"", _IV_LEN)
+        try:
+            hp_key = object.__getattribute__(self, "hp_key")
+        except AttributeError:
+            hp_key = hkdf_expand_label(hash_name, secret, l_hp, b"", key_len)
+        aead: AESGCM | AESCCM | ChaCha20Poly1305
+        if self.cipher == TLS_CIPHER_CHACHA20_POLY1305:
+            aead = ChaCha20Poly1305(key)
+            hp_enc = None
         else:
-            self._aead = AESCCM(self.key) if cipher == TLS_CIPHER_AES_CCM_128 else AESGCM(self.key)
+            aead = AESCCM(key) if self.cipher == TLS_CIPHER_AES_CCM_128 else AESGCM(key)
             # RFC 9001 §5.4.3: AES-ECB of the sample.
-            self._hp_encryptor = Cipher(algorithms.AES(self.hp_key), modes.ECB()).encryptor()
+            hp_enc = Cipher(algorithms.AES(hp_key), modes.ECB()).encryptor()
+        self.key = key
+        self.iv = iv
+        self.hp_key = hp_key
+        self._iv_int = int.from_bytes(iv, "big")
+        self._aead = aead
+        self._hp_encryptor = hp_enc
 
     def _nonce(self, pn: int) -> bytes:
         # RFC 9001 §5.3: iv XOR left-padded packet number.

@@ -659,7 +659,7 @@ class TlsContext:
         self._emit(
             LEVEL_HANDSHAKE,
             Certificate(
-                b"", [c.public_bytes(serialization.Encoding.DER) for c in cfg.certificate_chain]
+                b"", [tlsx509.certificate_der(c) for c in cfg.certificate_chain]
             ).encode(),
         )
         content = tlsx509.signed_content(not self.is_client, self._transcript.digest())

@@ -61,6 +61,16 @@ from pyquic.tls.x509 import load_certificates, load_private_key, load_trust_stor
 
 SOL_QUIC = abi.SOL_QUIC
 _OPT = abi.SockOpt
+# plain ints (the socket module's are IntFlag members, slow in ``&``/``|``)
+_MSG_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+_MSG_MORE = int(socket.MSG_MORE)
+_MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
+_MSG_TRUNC = int(socket.MSG_TRUNC)
+_OPT_CRYPTO_SECRET = int(_OPT.CRYPTO_SECRET)
+_OPT_TRANSPORT_PARAM_EXT = int(_OPT.TRANSPORT_PARAM_EXT)
+#: the QUIC_HANDSHAKE_INFO cmsg of each crypto level, built once
+_HS_CMSG = {int(lv): abi.handshake_info_cmsg(int(lv)) for lv in abi.CryptoLevel}
 
 RECV_BUFSIZE = 65536
 TRANSPORT_PARAM_EXT_MAX = 512
@@ -310,7 +320,7 @@ class _Driver:
     def local_transport_parameters(self, peer: bytes | None) -> bytes:
         """TlsContext's source of our extension 0x39: install the peer's first."""
         if peer is not None and not self.peer_tp_set:
-            _set(self.sock, _OPT.TRANSPORT_PARAM_EXT, peer)
+            _set(self.sock, _OPT_TRANSPORT_PARAM_EXT, peer)
             self.peer_tp_set = True
         return _get(self.sock, _OPT.TRANSPORT_PARAM_EXT, TRANSPORT_PARAM_EXT_MAX)
 
@@ -318,25 +328,26 @@ class _Driver:
         ctx = self.ctx
         # The peer's transport parameters go in before the keys of that flight.
         if not self.peer_tp_set and ctx.peer_transport_parameters is not None:
-            _set(self.sock, _OPT.TRANSPORT_PARAM_EXT, ctx.peer_transport_parameters)
+            _set(self.sock, _OPT_TRANSPORT_PARAM_EXT, ctx.peer_transport_parameters)
             self.peer_tp_set = True
         for s in ctx.secrets_to_install():
             _set(
                 self.sock,
-                _OPT.CRYPTO_SECRET,
+                _OPT_CRYPTO_SECRET,
                 abi.CryptoSecret(int(s.send), s.level, s.cipher, s.secret).pack(),
             )
         out = ctx.data_to_send()
+        last = len(out) - 1
         for i, (level, data) in enumerate(out):
-            flags = socket.MSG_NOSIGNAL
-            if i < len(out) - 1:
-                flags |= socket.MSG_MORE
-            self._sendmsg(data, level, flags)
+            self._sendmsg(data, level, _MSG_NOSIGNAL | _MSG_MORE if i < last else _MSG_NOSIGNAL)
 
     def _sendmsg(self, data: bytes, level: int, flags: int) -> None:
+        cmsg = _HS_CMSG.get(level)
+        if cmsg is None:
+            cmsg = abi.handshake_info_cmsg(level)
         for _ in range(100_000):
             try:
-                n = self.sock.sendmsg([data], [abi.handshake_info_cmsg(level)], flags)
+                n = self.sock.sendmsg([data], [cmsg], flags)
             except InterruptedError:
                 continue
             except BlockingIOError:
@@ -371,7 +382,7 @@ class _Driver:
             if ctx.handshake_complete:
                 break
             try:
-                data, anc, mflags, _addr = self.sock.recvmsg(RECV_BUFSIZE, ancbuf, socket.MSG_DONTWAIT)
+                data, anc, mflags, _addr = self.sock.recvmsg(RECV_BUFSIZE, ancbuf, _MSG_DONTWAIT)
             except InterruptedError:
                 continue
             except BlockingIOError:
@@ -381,7 +392,7 @@ class _Driver:
                 if exc.errno in (errno.ENOTCONN, errno.EPIPE, errno.ECONNRESET):
                     raise _closed_error(self.sock, exc) from exc
                 raise
-            if mflags & socket.MSG_CTRUNC:
+            if mflags & _MSG_CTRUNC:
                 raise OSError(errno.EBADMSG, "handshake cmsg truncated")
             _sinfo, hinfo = abi.parse_ancdata(anc) if anc else (None, None)
             if not data:
@@ -394,7 +405,7 @@ class _Driver:
                     self.flush()
                     continue
                 raise ConnectionResetError(errno.ECONNRESET, "connection closed during handshake")
-            if mflags & socket.MSG_TRUNC:
+            if mflags & _MSG_TRUNC:
                 raise OSError(errno.EMSGSIZE, "handshake message truncated")
             if hinfo is None:
                 raise OSError(errno.EBADMSG, "recvmsg without QUIC_HANDSHAKE_INFO")

@@ -37,20 +37,30 @@ SUITES: dict[int, SuiteInfo] = {
 }
 
 
+_DIGEST_SIZE = {"sha256": 32, "sha384": 48}
+
+
+def _digest_size(hash_name: str) -> int:
+    size = _DIGEST_SIZE.get(hash_name)
+    return size if size is not None else hashlib.new(hash_name).digest_size
+
+
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2)."""
     if not salt:
-        salt = bytes(hashlib.new(hash_name).digest_size)
-    return hmac.new(salt, ikm, hash_name).digest()
+        salt = bytes(_digest_size(hash_name))
+    return hmac.digest(salt, ikm, hash_name)
 
 
 def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand (RFC 5869 §2.3)."""
-    out = b""
-    block = b""
-    counter = 1
+    block = hmac.digest(prk, info + b"\x01", hash_name)
+    if length <= len(block):  # one block: every TLS 1.3 secret, key and IV
+        return block[:length]
+    out = block
+    counter = 2
     while len(out) < length:
-        block = hmac.new(prk, block + info + bytes((counter,)), hash_name).digest()
+        block = hmac.digest(prk, block + info + bytes((counter,)), hash_name)
         out += block
         counter += 1
     return out[:length]
@@ -67,9 +77,24 @@ def hkdf_expand_label(
 
 def finished_verify_data(hash_name: str, base_key: bytes, transcript_hash: bytes) -> bytes:
     """verify_data = HMAC(finished_key, Transcript-Hash) (RFC 8446 §4.4.4)."""
-    size = hashlib.new(hash_name).digest_size
+    size = _digest_size(hash_name)
     finished_key = hkdf_expand_label(hash_name, base_key, b"finished", b"", size)
-    return hmac.new(finished_key, transcript_hash, hash_name).digest()
+    return hmac.digest(finished_key, transcript_hash, hash_name)
+
+
+#: Hash("") per hash name: a constant of the key schedule (§7.1 "derived")
+_EMPTY_HASH: dict[str, bytes] = {}
+#: per hash name: (early secret, its "derived" secret) without a PSK, which
+#: depend on nothing but the hash (§7.1: HKDF-Extract(0, 0)); computed once
+_NO_PSK_EARLY: dict[str, tuple[bytes, bytes]] = {}
+
+
+def empty_hash(hash_name: str) -> bytes:
+    """Hash of the empty string (cached: the same for every connection)."""
+    h = _EMPTY_HASH.get(hash_name)
+    if h is None:
+        h = _EMPTY_HASH[hash_name] = hashlib.new(hash_name).digest()
+    return h
 
 
 class Transcript:
@@ -118,8 +143,17 @@ class KeySchedule:
         h = self.info.hash_name
         self.hash_name = h
         self.hash_len = self.info.hash_len
-        zeros = bytes(self.hash_len)
-        self.early_secret = hkdf_extract(h, zeros, psk if psk is not None else zeros)
+        self._early_derived: bytes | None = None
+        if psk is None:
+            pair = _NO_PSK_EARLY.get(h)
+            if pair is None:
+                zeros = bytes(self.hash_len)
+                early = hkdf_extract(h, zeros, zeros)
+                derived = hkdf_expand_label(h, early, b"derived", empty_hash(h), self.hash_len)
+                pair = _NO_PSK_EARLY[h] = (early, derived)
+            self.early_secret, self._early_derived = pair
+        else:
+            self.early_secret = hkdf_extract(h, bytes(self.hash_len), psk)
         self.handshake_secret = b""
         self.master_secret = b""
 
@@ -128,7 +162,7 @@ class KeySchedule:
         return hkdf_expand_label(self.hash_name, secret, label, transcript_hash, self.hash_len)
 
     def _empty_hash(self) -> bytes:
-        return hashlib.new(self.hash_name).digest()
+        return empty_hash(self.hash_name)
 
     def binder_key(self, external: bool) -> bytes:
         label = b"ext binder" if external else b"res binder"
@@ -139,7 +173,9 @@ class KeySchedule:
 
     def set_shared_secret(self, ecdhe: bytes) -> None:
         """Advance to the handshake secret (§7.1)."""
-        derived = self.derive_secret(self.early_secret, b"derived", self._empty_hash())
+        derived = self._early_derived
+        if derived is None:
+            derived = self.derive_secret(self.early_secret, b"derived", self._empty_hash())
         self.handshake_secret = hkdf_extract(self.hash_name, derived, ecdhe)
         derived2 = self.derive_secret(self.handshake_secret, b"derived", self._empty_hash())
         self.master_secret = hkdf_extract(self.hash_name, derived2, bytes(self.hash_len))

@@ -111,6 +111,22 @@ def _system_certificates() -> list[x509.Certificate]:
     return certs
 
 
+_DER_CACHE: dict[x509.Certificate, bytes] = {}
+_DER_CACHE_MAX = 64
+
+
+def certificate_der(cert: x509.Certificate) -> bytes:
+    """The DER encoding of ``cert``, cached: a server sends the same chain in
+    every handshake (certificates are immutable and hash by content)."""
+    der = _DER_CACHE.get(cert)
+    if der is None:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        if len(_DER_CACHE) >= _DER_CACHE_MAX:
+            _DER_CACHE.clear()
+        _DER_CACHE[cert] = der
+    return der
+
+
 # ---------------------------------------------------------------- signatures
 
 

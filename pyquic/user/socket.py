@@ -131,6 +131,10 @@ _DEFAULT_BUF = 212992
 
 _CLOSED_STATES = frozenset({ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING})
 _CORKING_OPTS = frozenset({int(abi.SockOpt.CRYPTO_SECRET), int(abi.SockOpt.TRANSPORT_PARAM_EXT)})
+# options that only store a setting: they never make the engine send, so the
+# call neither flushes nor corks (the kernel sends nothing there either)
+_QUIET_OPTS = frozenset({int(abi.SockOpt.EVENT), int(abi.SockOpt.CONNECTION_CLOSE),
+                         int(abi.SockOpt.ALPN), int(abi.SockOpt.SESSION_TICKET)})
 
 
 def _err(code: int, what: str = "") -> OSError:
@@ -172,7 +176,7 @@ class QuicSocket(QuicSocketMixin):
     """A QUIC socket of the user backend (see the module docstring)."""
 
     def __init__(self, family: int = AF_INET, type: int = SOCK_DGRAM,
-                 proto: int = IPPROTO_QUIC) -> None:
+                 proto: int = IPPROTO_QUIC, *, _conn: QuicConnection | None = None) -> None:
         if family not in (AF_INET, AF_INET6):
             raise _err(errno.EAFNOSUPPORT)
         if type not in (SOCK_DGRAM, SOCK_STREAM) or proto not in (IPPROTO_QUIC, 0):
@@ -180,7 +184,8 @@ class QuicSocket(QuicSocketMixin):
         self._family = family
         self._type = type
         self._proto = IPPROTO_QUIC
-        self._conn = QuicConnection(True)
+        # accept() passes the server connection it built (internal)
+        self._conn = QuicConnection(True) if _conn is None else _conn
         self._timeout: float | None = _socket.getdefaulttimeout()
         self._ready: Readiness | None = None  # made by fileno(): blocking users never need it
         self._cond = threading.Condition(LOOP.lock)  # this socket's waiters
@@ -203,6 +208,7 @@ class QuicSocket(QuicSocketMixin):
         self._error_taken = False
         self._vn_signalled = False
         self._corked = False  # the engine may hold data queued without a flush
+        self._hold = False  # a corking call of this socket polls: the batch must not flush it
         with LOOP.lock:
             self._update_readiness()
 
@@ -324,14 +330,36 @@ class QuicSocket(QuicSocketMixin):
         if now is None:
             now = time.monotonic()
         if flush and self._connected:
-            self._io_flush(now)  # re-reads the timers too
+            self._flush_out(now)  # re-reads the timers too
+        elif self._connected:
+            self._update_readiness()
+            # corked: the next flushing call, wait or I/O batch sends it; not
+            # the batch this call itself polls (the caller's next message,
+            # e.g. the rest of its flight, would then leave in another datagram)
+            self._corked = True
+            LOOP.schedule(self)
+            self._wake()
+            self._hold = True
+            try:
+                LOOP.poll_now(now)
+            finally:
+                self._hold = False
+            if self._corked:
+                LOOP.mark(self)
+            return
         else:
             self._update_readiness()
-            if self._connected:
-                # corked: the next flushing call, wait or I/O batch sends it
-                self._corked = True
-                LOOP.mark(self)
-                LOOP.schedule(self)
+        self._wake()
+        LOOP.poll_now(now)
+
+    def _after_quiet(self, now: float | None = None) -> None:
+        """After a call that cannot make the engine send (an option that only
+        stores a setting, a read): no flush and no cork, like the kernel."""
+        if now is None:
+            now = time.monotonic()
+        self._update_readiness()
+        if self._connected:
+            LOOP.schedule(self)
         self._wake()
         LOOP.poll_now(now)
 
@@ -352,7 +380,7 @@ class QuicSocket(QuicSocketMixin):
         if self._connected and (send or flush or self._corked):
             # push out what is queued (corked data too) before sleeping; any
             # other call flushed when it returned, the poller after each batch
-            self._io_flush(time.monotonic())
+            self._flush_out(time.monotonic())
         gen = self._gen
         self._nwait += 1
         if send:
@@ -512,6 +540,14 @@ class QuicSocket(QuicSocketMixin):
             self._conn.handle_timer(now)
 
     def _io_flush(self, now: float) -> None:
+        """The poller's flush after a batch; held while a corking call of this
+        socket polls (see :meth:`_after`)."""
+        if self._hold or self._closed or not self._connected:
+            return
+        self._flush(now)
+
+    def _flush_out(self, now: float) -> None:
+        """Send what the engine has now (the socket's own calls)."""
         if self._closed or not self._connected:
             return
         self._flush(now)
@@ -670,7 +706,8 @@ class QuicSocket(QuicSocketMixin):
             for e in self._endpoints.values():
                 e.add_member(self)
             LOOP.add_client(self)
-            self._after(now)
+            # the Initial keys alone send nothing: the ClientHello comes with sendmsg
+            self._after_quiet(now)
 
     def connect_ex(self, address: tuple) -> int:
         """connect() returning an errno instead of raising."""
@@ -736,10 +773,9 @@ class QuicSocket(QuicSocketMixin):
                     raise _err(errno.EINVAL)
             req = self._queue.popleft()
             req.drop()
-            child = QuicSocket(self._family, self._type, self._proto)
             conn = QuicConnection(False)
             conn.inherit(self._conn)
-            child._conn = conn
+            child = QuicSocket(self._family, self._type, self._proto, _conn=conn)
             child._sockopts = dict(self._sockopts)
             ep = req.endpoint
             ep.refs += 1
@@ -795,7 +831,7 @@ class QuicSocket(QuicSocketMixin):
             if self._connected and not was_closed and how != _socket.SHUT_RD:
                 now = time.monotonic()
                 self._conn.close(now)
-                self._io_flush(now)
+                self._flush_out(now)
             self._shut = True
             self._update_readiness()
             self._wake()
@@ -813,7 +849,7 @@ class QuicSocket(QuicSocketMixin):
                 now = time.monotonic()
                 try:
                     self._conn.close(now)
-                    self._io_flush(now)
+                    self._flush_out(now)
                 except OSError:
                     pass
             self._closed = True
@@ -1082,8 +1118,11 @@ class QuicSocket(QuicSocketMixin):
             try:
                 self._set_quic(optname, buf)
             finally:
-                # handshake keys and parameters cork like a handshake message
-                self._after(flush=optname not in _CORKING_OPTS)
+                if optname in _QUIET_OPTS:
+                    self._after_quiet()
+                else:
+                    # handshake keys and parameters cork like a handshake message
+                    self._after(flush=optname not in _CORKING_OPTS)
 
     def _set_quic(self, opt: int, buf: bytes) -> None:
         c = self._conn
@@ -1182,7 +1221,11 @@ class QuicSocket(QuicSocketMixin):
             try:
                 out = self._get_quic(optname, inbuf, n)
             finally:
-                self._after(flush=not self._corked)  # reading sends nothing new
+                if optname == abi.SockOpt.STREAM_OPEN:
+                    # a stream limit hit may queue STREAMS_BLOCKED
+                    self._after(flush=not self._corked)
+                else:
+                    self._after_quiet()  # reading sends nothing new
         if as_int:
             return int.from_bytes(out[:4].ljust(4, b"\0"), "little", signed=True)
         return out

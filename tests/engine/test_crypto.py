@@ -153,3 +153,37 @@ def test_retry_integrity_tag_v1_v2() -> None:
     assert verify_retry_integrity(VERSION_2, DCID, v2)
     assert not verify_retry_integrity(VERSION_1, DCID, v2)
     assert not verify_retry_integrity(VERSION_1, b"\x00" + DCID[1:], v1)
+
+
+def test_packet_key_derives_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PacketKey runs no HKDF until it is used; the next phase's key (kept
+    for a key update) reuses the hp key and derives the rest on first use."""
+    from pyquic.engine import crypto
+
+    calls: list[bytes] = []
+    real = crypto.hkdf_expand_label
+
+    def counting(hash_name: str, secret: bytes, label: bytes, context: bytes,
+                 length: int) -> bytes:
+        calls.append(label)
+        return real(hash_name, secret, label, context, length)
+
+    client, _server = initial_secrets(VERSION_1, DCID)
+    monkeypatch.setattr(crypto, "hkdf_expand_label", counting)
+    k = PacketKey(TLS_CIPHER_AES_GCM_128, client, VERSION_1)
+    assert calls == []
+    # RFC 9001 A.1 values, derived on first access (key, iv and hp at once)
+    assert k.iv.hex() == "fa044b2f42a3fd3b46fb255c"
+    assert calls == [b"quic key", b"quic iv", b"quic hp"]
+    assert k.key.hex() == "1f369613dd76d5467730efcbe3b1a22d"
+    assert k.hp_key.hex() == "9f50449e04a0e810283a1e9933adedd2"
+    assert len(calls) == 3
+    calls.clear()
+    nxt = k.next_phase()
+    assert calls == [b"quic ku"]
+    ct = nxt.encrypt(1, b"h", b"p")  # first use: key and iv, not hp
+    assert calls == [b"quic ku", b"quic key", b"quic iv"]
+    assert nxt.hp_key == k.hp_key
+    assert PacketKey(TLS_CIPHER_AES_GCM_128, nxt.secret, VERSION_1).decrypt(1, b"h", ct) == b"p"
+    with pytest.raises(AttributeError):
+        k.no_such_attribute  # noqa: B018

@@ -106,3 +106,41 @@ def test_transcript_hrr_rewrite():
     t.restart_after_hrr()
     inner = hashlib.sha256(b"\x01\x00\x00\x01A").digest()
     assert t.digest() == hashlib.sha256(b"\xfe\x00\x00\x20" + inner).digest()
+
+
+def test_no_psk_early_secrets_are_cached_and_correct():
+    """The PSK-less early secret and its "derived" secret are computed once per
+    hash; a second schedule reuses them and still reaches RFC 8448's values."""
+    from pyquic.tls import keyschedule
+
+    keyschedule._NO_PSK_EARLY.clear()
+    a = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
+    assert "sha256" in keyschedule._NO_PSK_EARLY
+    assert keyschedule._NO_PSK_EARLY["sha256"] == (EARLY, DERIVED_HS)
+    b = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
+    b.set_shared_secret(ECDHE)
+    assert a.early_secret == b.early_secret == EARLY
+    assert b.handshake_secret == HANDSHAKE and b.master_secret == MASTER
+    # a PSK never uses the cache
+    c = KeySchedule(CipherSuite.AES_128_GCM_SHA256, RES_PSK)
+    c.set_shared_secret(ECDHE)
+    assert c.handshake_secret != HANDSHAKE
+    # sha384 has its own entry
+    d = KeySchedule(CipherSuite.AES_256_GCM_SHA384)
+    assert keyschedule._NO_PSK_EARLY["sha384"][0] == d.early_secret
+
+
+def test_hkdf_expand_multi_block_rfc5869():
+    """RFC 5869 A.1 (82-byte output: three SHA-256 blocks)."""
+    from pyquic.tls.keyschedule import hkdf_expand
+
+    prk = h("077709362c2e32df0ddc3f0dc47bba6390b6c73bb50f9c3122ec844ad7c2b3e5")
+    okm = h("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+            "34007208d5b887185865")
+    assert hkdf_expand("sha256", prk, h("f0f1f2f3f4f5f6f7f8f9"), 42) == okm
+    long = h("b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c"
+             "59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71"
+             "cc30c58179ec3e87c14c01d5c1f3434f1d87")
+    prk2 = h("06a6b88c5853361a06104c9ceb35b45cef760014904671014a193f40c15fc244")
+    info2 = bytes(range(0xb0, 0x100))
+    assert hkdf_expand("sha256", prk2, info2, 82) == long

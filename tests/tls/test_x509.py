@@ -82,3 +82,23 @@ def test_intermediate_chain():
     tx.verify_chain([leaf[0], inter[0]], xv.Store([root[0]]), now=NOW, hostname="a.example")
     with pytest.raises(TlsAlert):
         tx.verify_chain([leaf[0]], xv.Store([root[0]]), now=NOW, hostname="a.example")
+
+
+def test_certificate_der_is_cached_per_certificate(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    pem_a, _ = tx.generate_self_signed("a.example")
+    pem_b, _ = tx.generate_self_signed("b.example")
+    (tmp_path / "a.pem").write_bytes(pem_a)
+    (tmp_path / "b.pem").write_bytes(pem_b)
+    a = tx.load_certificates(tmp_path / "a.pem")[0]
+    b = tx.load_certificates(tmp_path / "b.pem")[0]
+    tx._DER_CACHE.clear()
+    der_a = tx.certificate_der(a)
+    assert der_a == a.public_bytes(serialization.Encoding.DER)
+    assert tx.certificate_der(a) is der_a  # served from the cache
+    assert tx.certificate_der(b) == b.public_bytes(serialization.Encoding.DER) != der_a
+    # the same certificate loaded again (an equal object) shares the entry
+    again = tx.load_certificates(tmp_path / "a.pem")[0]
+    assert tx.certificate_der(again) is der_a
+    assert len(tx._DER_CACHE) == 2

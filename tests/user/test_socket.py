@@ -543,3 +543,39 @@ def test_close_from_another_thread_ends_a_leaders_wait(cert) -> None:
         assert isinstance(out.get("e"), OSError)
         assert out["e"].errno == errno.EBADF  # type: ignore[attr-defined]
         srv.close()
+
+
+def test_setting_only_calls_do_not_flush() -> None:
+    """connect(), getsockopt and options that only store a setting (ALPN, EVENT,
+    CONNECTION_CLOSE, SESSION_TICKET) never ask the engine for packets, as the
+    kernel sends nothing there; a handshake message does."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    try:
+        with QuicSocket() as c:
+            c.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"x")
+            conn = c._conn
+            calls: list[float] = []
+            real = conn.datagrams_to_send_from
+
+            def counting(now: float) -> list:
+                calls.append(now)
+                return real(now)
+
+            conn.datagrams_to_send_from = counting  # type: ignore[method-assign]
+            c.connect(peer.getsockname())
+            c.getsockopt(SOL_QUIC, abi.SockOpt.CONFIG, abi.Config.SIZE)
+            c.getsockopt(SOL_QUIC, abi.SockOpt.TRANSPORT_PARAM_EXT, 512)
+            c.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"y")
+            c.setsockopt(SOL_QUIC, abi.SockOpt.EVENT,
+                         abi.EventOption(int(abi.EventType.STREAM_UPDATE), 1).pack())
+            c.setsockopt(SOL_QUIC, abi.SockOpt.CONNECTION_CLOSE,
+                         abi.ConnectionClose(1, 0, b"bye").pack())
+            assert calls == []
+            c.sendmsg([b"\x01\x00\x00\x04" + bytes(4)], [abi.handshake_info_cmsg(1)])
+            assert calls  # the Initial is sent at once
+            peer.settimeout(5)
+            data = peer.recv(2048)
+            assert len(data) >= 1200
+    finally:
+        peer.close()
