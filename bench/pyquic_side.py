@@ -50,6 +50,10 @@ from pyquic.abi.cmsg import STREAM_INFO_CMSG_SPACE, stream_info_cmsg
 from pyquic.socket_api import socket as quic_socket
 from pyquic.tls.driver import client_handshake, server_handshake
 
+# the user backend is imported before any timing, as the asyncio side imports
+# its package (socket_api would import it inside the first handshake's time)
+from pyquic.user import socket as _user_socket  # noqa: F401
+
 SOL_QUIC = abi.SOL_QUIC
 RECV_SIZE = 65536
 SEND_CHUNK = 65536
