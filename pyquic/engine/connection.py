@@ -2063,8 +2063,9 @@ class QuicConnection:
         """Queue the frames that wait for the next flush: the deferred work of
         the fast receive path, flow-control updates, PATH_RESPONSEs."""
         if self._rx_dirty:
-            self._flush_rx()
-        self._queue_flow_updates()
+            self._flush_rx()  # queues the flow-control updates too
+        else:
+            self._queue_flow_updates()
         self._queue_path_responses()
 
     def _nothing_to_send(self, now: float) -> bool:
