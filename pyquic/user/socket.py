@@ -871,7 +871,10 @@ class QuicSocket(QuicSocketMixin):
     def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[tuple[int, int, Any]] = (),
                 flags: int = 0, address: Any = None) -> int:
         """Send handshake, stream or datagram data with the kernel's cmsgs and flags."""
-        data = b"".join(bytes(b) if not isinstance(b, bytes) else b for b in buffers)
+        if type(buffers) is list and len(buffers) == 1 and type(buffers[0]) is bytes:
+            data = buffers[0]  # the usual call: no copy
+        else:
+            data = b"".join(b if isinstance(b, bytes) else bytes(b) for b in buffers)
         if flags & ~_MSG_FLAGS:
             raise _err(errno.EINVAL)
         with LOOP.lock:
@@ -954,7 +957,8 @@ class QuicSocket(QuicSocketMixin):
         try:
             while True:
                 try:
-                    n = self._conn.send_stream(sid, bytes(view[sent:]), cur, has_sinfo)
+                    n = self._conn.send_stream(sid, bytes(view[sent:]) if sent else data,
+                                               cur, has_sinfo)
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.ENOSPC):
                         raise
