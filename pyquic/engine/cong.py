@@ -24,7 +24,9 @@ Public API (stable):
   ``recovery_start_time`` (None if never), ``app_limited`` (set by the
   caller; no growth while true, §7.8) and methods:
   ``on_packet_sent(size, now)``; ``on_packet_acked(size, time_sent, now,
-  rtt)``; ``on_packets_lost(lost_bytes, largest_lost_time_sent, now)``;
+  rtt)``; ``on_packets_acked(packets, now, rtt)`` (the same for each
+  in-flight packet of one ACK, in one call); ``on_packets_lost(lost_bytes,
+  largest_lost_time_sent, now)``;
   ``on_ecn_ce(time_sent, now)``; ``on_persistent_congestion(now)``;
   ``on_packet_discarded(size)`` (key discard: remove from flight only);
   ``in_recovery(time_sent) -> bool``; ``can_send(size) -> bool``;
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from pyquic.abi import CongAlgo
 
@@ -205,6 +208,28 @@ class CongestionControl:
             self.congestion_window += size  # §7.3.1 slow start
             return
         self._on_ack_congestion_avoidance(size, now, rtt)
+
+    def on_packets_acked(self, packets: Iterable[Any], now: float,
+                         rtt: RttEstimator | None = None) -> None:
+        """``on_packet_acked`` for each in-flight packet of one ACK frame, in
+        order (``packets`` have ``in_flight``, ``size`` and ``sent_time``)."""
+        bif = self.bytes_in_flight
+        rs = self.recovery_start_time
+        limited = self.app_limited
+        for p in packets:
+            if not p.in_flight:
+                continue
+            size = p.size
+            bif = bif - size if bif > size else 0
+            # §7.3.2: no growth for packets sent during recovery; §7.8 app-limited
+            if limited or (rs is not None and p.sent_time <= rs):
+                continue
+            if self.congestion_window < self.ssthresh:
+                self.congestion_window += size  # §7.3.1 slow start
+                continue
+            self.bytes_in_flight = bif
+            self._on_ack_congestion_avoidance(size, now, rtt)
+        self.bytes_in_flight = bif
 
     def _on_ack_congestion_avoidance(
         self, size: int, now: float, rtt: RttEstimator | None

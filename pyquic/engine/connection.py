@@ -142,7 +142,10 @@ and HANDSHAKE_DONE.
 Fast paths (performance; same behaviour as the general code, which they
 fall back to for anything unusual): a 1-RTT datagram with one STREAM frame
 of the only stream with data (plus a piggybacked ACK) is built and sealed in
-``OutQueue._build_stream_fast``; a 1-RTT packet on the current path and key
+``OutQueue._build_stream_burst`` (a run of them per call, with the sent-packet,
+window and pacer bookkeeping inline); an ACK plus control frames (flow-control
+updates) in ``OutQueue._build_ctrl_fast``; a GRO batch of datagrams enters
+through ``receive_datagrams``; a 1-RTT packet on the current path and key
 phase whose payload is one in-order STREAM frame (optionally after an ACK)
 goes straight to the receive queue (``_receive_short_fast``; an
 out-of-order one is buffered by its stream there too, and an ACK-only packet
@@ -174,7 +177,7 @@ import hmac
 import ipaddress
 import os
 import socket as _socket_consts  # AF_* constants only (sans-I/O)
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any
 
@@ -1045,6 +1048,30 @@ class QuicConnection:
         self._queue_flow_updates()
         self._set_ack_timer()
 
+    def receive_datagrams(self, datagrams: Sequence[bytes], remote: Addr, local: Addr,
+                          now: float) -> None:
+        """``receive_datagram`` for each of ``datagrams``, in order: several
+        datagrams from one peer to one local address (a GRO batch).  The same
+        per-datagram checks pick the 1-RTT fast path, with one call per
+        datagram fewer."""
+        fast = self._receive_short_fast
+        for data in datagrams:
+            if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
+                    and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
+                    and remote == self.paths.remote \
+                    and (not self.per_path_io or local == self.paths.local):
+                self._now = now
+                try:
+                    if fast(data, remote, local, now):
+                        continue
+                except QuicError as e:
+                    self._close_transport(e.error_code, e.frame_type or 0, e.reason)
+                    continue
+                except (ValueError, LookupError) as e:  # defensive, as receive_datagram
+                    self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
+                    continue
+            self.receive_datagram(data, remote, local, now)
+
     def _receive_short_fast(self, data: bytes, remote: Addr, local: Addr, now: float) -> bool:
         """A 1-RTT packet on the current path in the current key phase: header
         protection and AEAD removed inline, and a payload that is one in-order
@@ -1820,15 +1847,23 @@ class QuicConnection:
             rtt.update(now - newest.sent_time, delay, self.handshake_confirmed, now)
         cc = self.cc
         ack_record = self.outq.ack_record
+        # RFC 9002 §7.3: the window grows per acknowledged in-flight packet;
+        # one call for the whole ACK unless a PMTU probe (which changes the
+        # datagram size the window counts in) is among them (with no probe
+        # outstanding, _pmtu_on_probe_acked does nothing)
+        batch_cc = not self._pmtu_probe_size or not any(p.is_pmtu_probe for p in acked)
+        if batch_cc:
+            cc.on_packets_acked(acked, now, rtt)
         # consecutive STREAM records of one stream (bulk data) are acknowledged
         # as one range: one SendStream.on_acked call instead of one per packet
         run_sid = -1
         run_off = run_end = 0
         for p in acked:
-            if p.is_pmtu_probe:
-                self._pmtu_on_probe_acked(p.size, now)
-            if p.in_flight:
-                cc.on_packet_acked(p.size, p.sent_time, now, rtt)
+            if not batch_cc:
+                if p.is_pmtu_probe:
+                    self._pmtu_on_probe_acked(p.size, now)
+                if p.in_flight:
+                    cc.on_packet_acked(p.size, p.sent_time, now, rtt)
             for rec in p.frames:
                 if rec[0] == REC_STREAM and not rec[4]:
                     if rec[1] == run_sid and rec[2] == run_end:
@@ -2027,7 +2062,11 @@ class QuicConnection:
     def _collect(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         self._now = now
         if self._rx_dirty:
-            self._flush_rx()
+            # _flush_rx's idle timer; its flow-control updates and ACK timer
+            # are what every flush below does anyway
+            self._rx_dirty = False
+            if self._idle_timeout and not self.is_closed:
+                self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return []
         if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
@@ -2109,16 +2148,22 @@ class QuicConnection:
         if p.in_flight:
             self.cc.on_packet_sent(p.size, p.sent_time)
             self.pacer.on_packet_sent(p.size, p.sent_time)
-        if p.ack_eliciting and not self._eliciting_since_recv:
+        if p.ack_eliciting:
+            self._on_eliciting_sent(p.sent_time)
+        if space == HANDSHAKE and self.is_client and self._send_keys[INITIAL] is not None:
+            self._drop_space(INITIAL)  # RFC 9001 §4.9.1
+
+    def _on_eliciting_sent(self, now: float) -> None:
+        """Timers moved by sending an ack-eliciting packet at ``now`` (also
+        called once per burst by ``OutQueue._build_stream_burst``)."""
+        if not self._eliciting_since_recv:
             # RFC 9000 §10.1: restart the idle timer on the first
             # ack-eliciting packet sent after receiving.
             self._eliciting_since_recv = True
             if self._idle_timeout:
-                self.timers.set(TimerKind.IDLE, p.sent_time + self._idle_deadline_span())
-        if self.keepalive_interval and p.ack_eliciting:
-            self.timers.set(TimerKind.KEEPALIVE, p.sent_time + self.keepalive_interval / 1e6)
-        if space == HANDSHAKE and self.is_client and self._send_keys[INITIAL] is not None:
-            self._drop_space(INITIAL)  # RFC 9001 §4.9.1
+                self.timers.set(TimerKind.IDLE, now + self._idle_deadline_span())
+        if self.keepalive_interval:
+            self.timers.set(TimerKind.KEEPALIVE, now + self.keepalive_interval / 1e6)
 
     def _fill_streams(self, pkt: Any, room: int) -> int:
         """Append STREAM frames for the scheduler's streams (round robin)."""

@@ -155,35 +155,38 @@ class InQueue:
 
     def _recv_stream(self, bufsize: int, peek: bool) -> tuple[RecvItem, int]:
         q = self._data
-        sid = q[0].stream_id
+        head = q[0]
+        sid = head.stream_id
         parts: list[bytes] = []
+        append = parts.append
         copied = 0
         fin = False
-        i = 0
         consumed = 0  # entries fully read
         partial = 0  # bytes read from the entry at index ``consumed``
-        n_entries = len(q)
-        while i < n_entries and copied < bufsize:
-            e = q[i]
-            if e.stream_id != sid:
-                break
-            rest = len(e.data) - e.off
-            take = min(rest, bufsize - copied)
-            if take:
-                parts.append(e.data[e.off:e.off + take] if (e.off or take < len(e.data))
-                             else e.data)
-                copied += take
-            if take < rest:
-                partial = take
-                break
-            consumed += 1
-            i += 1
-            if e.fin:
-                fin = True
-                break
-        if bufsize <= 0 and q[0].stream_id == sid and len(q[0].data) - q[0].off == 0 \
-                and q[0].fin:
-            fin = True
+        if bufsize > 0:
+            for e in q:  # whole entries of this stream, then part of one
+                if e.stream_id != sid:
+                    break
+                data = e.data
+                off = e.off
+                rest = len(data) - off
+                room = bufsize - copied
+                if rest > room:
+                    append(data[off:off + room])
+                    copied = bufsize
+                    partial = room
+                    break
+                if rest:
+                    append(data[off:] if off else data)
+                    copied += rest
+                consumed += 1
+                if e.fin:
+                    fin = True
+                    break
+                if copied >= bufsize:
+                    break
+        elif len(head.data) == head.off and head.fin:
+            fin = True  # a zero-byte read takes a bare FIN
             consumed = 1
         if not peek:
             for _ in range(consumed):

@@ -37,6 +37,7 @@ from .packet import (
     protect,
 )
 from .pnspace import SentPacket
+from .stream import _S_RECVD
 
 # packet number spaces
 INITIAL, HANDSHAKE, APP = 0, 1, 2
@@ -59,6 +60,7 @@ _SID_CACHE: dict[int, bytes] = {}
 _SAMPLE_LEN = 16
 _TAG_LEN = 16
 _MAX_DATAGRAMS_PER_CALL = 256
+_BYTE = [bytes((i,)) for i in range(256)]
 
 
 class SendBuffer:
@@ -250,6 +252,7 @@ class OutQueue:
         self.close_spaces: tuple[int, ...] = ()
         self.close_pending = False
         self.cork = False  # MSG_MORE: hold stream data until uncorked
+        self._burst_done = False  # the last _build_stream_burst run cannot go on
 
     # ----------------------------------------------------------- queueing
     def push_ctrl(self, space: int, frame: Any) -> None:
@@ -302,14 +305,20 @@ class OutQueue:
         out: list[bytes] = []
         paths = conn.paths
         fast = self._fast_ok(conn)
-        for _ in range(_MAX_DATAGRAMS_PER_CALL):
-            if fast and not self.ctrl[APP] and not self.dgrams and not self.probes[APP]:
-                d = self._build_stream_fast(conn, now, paths.max_datagram_size())
-                if d:
-                    out.append(d)
-                    continue
-                if d is not None:
-                    break  # congestion window or pacer: nothing more now
+        while len(out) < _MAX_DATAGRAMS_PER_CALL:
+            if fast and not self.dgrams and not self.probes[APP]:
+                if not self.ctrl[APP]:
+                    r = self._build_stream_burst(conn, now, paths.max_datagram_size(), out,
+                                                 _MAX_DATAGRAMS_PER_CALL - len(out))
+                    if r > 0 and not self._burst_done:
+                        continue
+                    if r >= 0:
+                        break  # congestion window, pacer or nothing to send: done for now
+                elif not conn.streams._pending_send:
+                    d = self._build_ctrl_fast(conn, now, paths.max_datagram_size())
+                    if d is not None:
+                        out.append(d)
+                        continue
             size_limit = paths.max_datagram_size()
             allowance = paths.send_allowance()
             if allowance is not None:
@@ -336,107 +345,242 @@ class OutQueue:
                 and not conn.remote_tp["grease_quic_bit"]
                 and not self.crypto[APP].has_pending())
 
-    def _build_stream_fast(self, conn: Any, now: float, size_limit: int) -> bytes | None:
-        """One 1-RTT datagram holding one STREAM frame of the only stream with
-        data, built and sealed in one go (the bulk-transfer hot path).
+    def _build_stream_burst(self, conn: Any, now: float, size_limit: int, out: list[bytes],
+                            max_count: int) -> int:
+        """1-RTT datagrams, each holding one STREAM frame of the only stream
+        with data, built and sealed in one loop (the bulk-transfer hot path),
+        appended to ``out``.
 
-        Returns the datagram; ``b""`` when the congestion window or the pacer
-        allow nothing now (the general packer would send nothing either);
-        None when the general packer must decide (an ACK to send, several
-        streams, retransmission bookkeeping it owns ...).  Same wire format
-        rules as the general packer; the STREAM frame is the last one of the
-        packet, so it has no Length field (RFC 9000 §19.8)."""
+        Returns how many were appended (> 0: the caller loops again, unless
+        ``_burst_done`` says the window, the pacer or the stream stopped the
+        run, when another call would build nothing); 0 when the congestion
+        window or the pacer allow nothing now, or nothing is left to send
+        (the general packer would send nothing either); -1 when
+        the general packer must build the next datagram (an ACK that is not
+        due to piggyback, several streams, a control frame ...).  Same wire
+        format and bookkeeping as the general packer (``_on_packet_sent`` per
+        packet, done inline); the STREAM frame is the last one of the packet,
+        so it has no Length field (RFC 9000 §19.8)."""
+        self._burst_done = False
         pns = conn.spaces[APP]
         pending = conn.streams._pending_send
         if not pending:
             # nothing but maybe an ACK (the bulk receiver's usual datagram)
             if not pns.ack_pending or not (pns.ack_needed or (
                     pns.ack_deadline is not None and now >= pns.ack_deadline)):
-                return b""  # no ACK due: the general packer would build nothing
-            return self._build_ack_fast(conn, now, pns)
+                return 0  # no ACK due: the general packer would build nothing
+            d = self._build_ack_fast(conn, now, pns)
+            if d is None:
+                return -1
+            out.append(d)
+            return 1
         if len(pending) != 1:
-            return None
+            return -1
         for st in pending.values():
             break
         send = st.send
         if send is None or not send.has_data():
             del pending[st.id]  # as the scheduler does (QuicStreamTable.sendable)
-            return b"" if not pns.ack_pending else None
+            return 0 if not pns.ack_pending else -1
         cc = conn.cc
-        if cc.bytes_in_flight + size_limit > cc.congestion_window:
-            return b""  # RFC 9002 §7
+        cwnd = cc.congestion_window
+        bif = cc.bytes_in_flight
+        if bif + size_limit > cwnd:
+            return 0  # RFC 9002 §7
         pacer = conn.pacer
-        t = pacer.next_send_time(now)
-        if t is not None and t > now + 1e-6:  # RFC 9002 §7.7
-            conn.arm_pacing(t)
-            return b""
-        pn = pns.next_pn
+        rate = pacer.rate
+        tokens = 0.0
+        if rate > 0:
+            t = pacer.next_send_time(now)  # refills the bucket up to ``now``
+            if t is not None and t > now + 1e-6:  # RFC 9002 §7.7
+                conn.arm_pacing(t)
+                return 0
+            tokens = pacer.tokens
         largest = pns.largest_acked
-        pn_len = ((pn + 1 if largest < 0 else pn - largest).bit_length() + 8) >> 3
-        if pn_len < 2:
-            pn_len = 2
-        elif pn_len > 4:
-            return None
         dcid = conn.dcid
+        dlen = len(dcid)
         sid = st.id
         # fixed-width offset: wide enough for any offset next_chunk may return
         wo = send.write_offset
         owidth = 1 if wo < 0x40 else 2 if wo < 0x4000 else 4 if wo < 0x40000000 else 8
+        oprefix = _VARINT_PREFIX[owidth]
         sid_enc = _SID_CACHE.get(sid)
         if sid_enc is None:
             sid_enc = encode_varint(sid)
             if len(_SID_CACHE) < 1024:
                 _SID_CACHE[sid] = sid_enc
+        pre = (bytes((0x0C,)) + sid_enc, bytes((0x0D,)) + sid_enc)  # STREAM with OFF, no LEN
         ack = b""
-        ranges: list[tuple[int, int]] = []
+        largest_ack = -1
         if pns.ack_pending:
             # piggyback the ACK on the data (RFC 9000 §13.2.1), as the general
             # packer does when there is something ack-eliciting to send
             ranges = pns.ack_ranges()
             if not ranges:
-                return None
+                return -1
             delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
             ack = fr.AckFrame(ranges, delay).encode()
             if len(ack) > 256:
-                return None
-        room = size_limit - (1 + len(dcid) + pn_len + _TAG_LEN) - (
-            1 + len(sid_enc) + owidth + len(ack))
-        if room < 1:
-            return None
-        chunk = send.next_chunk(room)
-        if chunk is None:
-            return None
-        off, data, fin = chunk
-        ftype = 0x0D if fin else 0x0C  # STREAM with OFF, without LEN
-        payload = b"".join((ack, bytes((ftype,)), sid_enc,
-                            (off | _VARINT_PREFIX[owidth]).to_bytes(owidth, "big"), data))
-        key = conn._send_keys[APP]
-        first = 0x44 | pn_len - 1 if conn.key_phase else 0x40 | pn_len - 1
-        tpn = pn & _PN_MASK[pn_len]
-        header = b"".join((bytes((first,)), dcid, tpn.to_bytes(pn_len, "big")))
-        ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), payload, header)
-        s = 4 - pn_len  # RFC 9001 §5.4.2 sample
-        mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
-        tpn ^= int.from_bytes(mask[1:1 + pn_len], "big")
-        dgram = b"".join((bytes((first ^ (mask[0] & 0x1F),)), dcid,
-                          tpn.to_bytes(pn_len, "big"), ct))
-        pns.next_pn = pn + 1
-        rec = (REC_STREAM, sid, off, len(data), fin)
-        if ack:
-            pns.on_ack_sent()
+                return -1
             largest_ack = ranges[0][1]
-            conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), True, True,
-                                                 [(REC_ACK, largest_ack), rec], largest_ack))
-        else:
-            conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), True, True, [rec]))
-        return dgram
+        key = conn._send_keys[APP]
+        encrypt = key._aead.encrypt
+        iv = key._iv_int
+        hp = key._hp_encryptor
+        hp_update = hp.update if hp is not None else key.hp_mask
+        phase_bits = 0x44 if conn.key_phase else 0x40
+        fixed = 1 + dlen + _TAG_LEN + 1 + len(sid_enc) + owidth
+        pmds = pacer.max_datagram_size
+        pcap = -float(pacer.capacity)
+        sent = pns.sent
+        join = b"".join
+        from_bytes = int.from_bytes
+        n = 0
+        pn = pns.next_pn
+        sent_bytes = 0
+        # the packet number length changes only when pn - base crosses a
+        # power of two (RFC 9000 §17.1, as packet_number_length computes it)
+        base = largest if largest >= 0 else -1
+        pn_len = 0
+        pn_lim = pn
+        first = 0
+        hdr = b""
+        pn_mask = 0
+        room0 = 0
+        if send.state >= _S_RECVD:
+            return -1
+        # SendStream state kept in locals while new data goes out (written
+        # back below); lost ranges and a bare FIN go through next_chunk
+        wo = send.write_offset
+        sent_end = send._sent_end
+        lost = send._lost._starts
+        chunks = send._chunks
+        cstarts = send._cstarts
+        c = send._cur
+        ch = chunks[c] if c < len(chunks) else b""
+        cs = cstarts[c] if c < len(chunks) else 0
+        while n < max_count:
+            if n:
+                if bif + size_limit > cwnd:
+                    self._burst_done = True
+                    break  # RFC 9002 §7
+                if rate > 0 and tokens < pmds:
+                    t = now + (pmds - tokens) / rate  # Pacer.next_send_time
+                    if t > now + 1e-6:  # RFC 9002 §7.7
+                        conn.arm_pacing(t)
+                        self._burst_done = True
+                        break
+            if pn >= pn_lim:
+                pn_len = ((pn - base).bit_length() + 8) >> 3
+                if pn_len < 2:
+                    pn_len = 2
+                elif pn_len > 4:
+                    break
+                pn_lim = base + (1 << (8 * pn_len - 1))
+                first = phase_bits | (pn_len - 1)
+                hdr = bytes((first,)) + dcid
+                pn_mask = _PN_MASK[pn_len]
+                room0 = size_limit - fixed - pn_len
+            room = room0 - len(ack)
+            if room < 1:
+                break
+            if lost or sent_end >= wo:
+                send._sent_end = sent_end
+                chunk = send.next_chunk(room)
+                sent_end = send._sent_end
+                if chunk is None:
+                    break
+                off, data, fin = chunk
+                dl = len(data)
+            else:
+                # SendStream.next_chunk for new data, inlined
+                off = sent_end
+                end = off + room if wo - off > room else wo
+                sent_end = end
+                fin = False
+                if end == wo and send._fin_pending:
+                    fin = True
+                    send._fin_pending = False
+                dl = end - off
+                # SendStream._slice, inlined for a range inside the chunk it used last
+                a = off - cs
+                if a >= 0 and a + dl <= len(ch):
+                    data = ch[a:a + dl]
+                else:
+                    data = send._slice(off, end)
+                    c = send._cur
+                    ch = chunks[c]
+                    cs = cstarts[c]
+            tpn = pn & pn_mask
+            ct = encrypt((iv ^ pn).to_bytes(12, "big"),
+                         join((ack, pre[fin], (off | oprefix).to_bytes(owidth, "big"), data)),
+                         hdr + tpn.to_bytes(pn_len, "big"))
+            s = 4 - pn_len  # RFC 9001 §5.4.2 sample
+            mask = hp_update(ct[s:s + _SAMPLE_LEN])
+            dgram = join((_BYTE[first ^ (mask[0] & 0x1F)], dcid,
+                          (tpn ^ from_bytes(mask[1:1 + pn_len], "big")).to_bytes(pn_len, "big"),
+                          ct))
+            out.append(dgram)
+            size = len(dgram)
+            if ack:
+                pns.on_ack_sent()
+                sent[pn] = SentPacket(pn, now, size, True, True,
+                                      [(REC_ACK, largest_ack), (REC_STREAM, sid, off, dl, fin)],
+                                      largest_ack)
+                ack = b""
+            else:
+                sent[pn] = SentPacket(pn, now, size, True, True, [(REC_STREAM, sid, off, dl, fin)])
+            # what pns.on_packet_sent, cc.on_packet_sent and pacer.on_packet_sent do
+            pn += 1
+            n += 1
+            bif += size
+            sent_bytes += size
+            if rate > 0:
+                tokens = max(tokens - size, pcap)
+            if sent_end >= wo and not lost:
+                # stream drained (a FIN still owed goes out on the next call)
+                send._sent_end = sent_end
+                if not send.has_data():
+                    del pending[sid]  # as the scheduler does
+                    self._burst_done = not pns.ack_pending
+                break
+        send._sent_end = sent_end
+        if not n:
+            if rate > 0:
+                pacer.tokens = tokens
+            return -1
+        pns.next_pn = pn
+        pns.bytes_in_flight += sent_bytes
+        pns.eliciting_in_flight += n
+        pns.last_ack_eliciting_time = now
+        cc.bytes_in_flight = bif
+        if rate > 0:
+            pacer.tokens = tokens
+        conn._on_eliciting_sent(now)
+        return n
 
     def _build_ack_fast(self, conn: Any, now: float, pns: Any) -> bytes | None:
         """An ACK-only 1-RTT datagram (not ack-eliciting, not in flight,
         RFC 9002 §2), as the general packer would build it."""
         ranges = pns.ack_ranges()
-        if not ranges:
+        if not ranges or pns.next_pn - max(pns.largest_acked, -1) >= 1 << 31:
+            return None  # no ranges, or a 5-byte packet number: general packer
+        delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
+        ack = fr.AckFrame(ranges, delay).encode()
+        if len(ack) > 256:
             return None
+        largest_ack = ranges[0][1]
+        return self._seal_short(conn, now, pns, [ack], [(REC_ACK, largest_ack)], False,
+                                largest_ack)
+
+    def _build_ctrl_fast(self, conn: Any, now: float, size_limit: int) -> bytes | None:
+        """A 1-RTT datagram of control frames (flow-control updates: the bulk
+        receiver's usual ack-eliciting packet), with the ACK in front when one
+        is pending, as ``_build_packet`` + ``_fill`` would build it when no
+        stream data, CRYPTO data, DATAGRAM or probe is waiting.  None (nothing
+        changed) when the general packer must decide: window or pacer closed
+        (it may still send the ACK alone), or an oversized ACK."""
+        pns = conn.spaces[APP]
         pn = pns.next_pn
         largest = pns.largest_acked
         pn_len = ((pn + 1 if largest < 0 else pn - largest).bit_length() + 8) >> 3
@@ -444,29 +588,73 @@ class OutQueue:
             pn_len = 2
         elif pn_len > 4:
             return None
-        delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
-        payload = fr.AckFrame(ranges, delay).encode()
-        if len(payload) > 256:
+        room = size_limit - (1 + len(conn.dcid) + pn_len + _TAG_LEN)
+        if room < 32:
             return None
+        cc = conn.cc
+        if cc.bytes_in_flight + size_limit > cc.congestion_window:
+            return None  # RFC 9002 §7: the general packer sends the ACK alone
+        t = conn.pacer.next_send_time(now)
+        if t is not None and t > now + 1e-6:  # RFC 9002 §7.7
+            return None
+        payload: list[bytes] = []
+        records: list[tuple[Any, ...]] = []
+        largest_ack = -1
+        if pns.ack_pending:
+            # an ACK goes with anything ack-eliciting (RFC 9000 §13.2.1)
+            ranges = pns.ack_ranges()
+            if ranges:
+                delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
+                enc = fr.AckFrame(ranges, delay).encode()
+                if len(enc) > 256:
+                    return None
+                payload.append(enc)
+                largest_ack = ranges[0][1]
+                records.append((REC_ACK, largest_ack))
+                room -= len(enc)
+        ctrl = self.ctrl[APP]
+        n_ack = len(payload)
+        while ctrl and room > 0:
+            f = ctrl[0]
+            enc = f.encode()
+            if len(enc) > room:
+                break
+            ctrl.popleft()
+            payload.append(enc)
+            records.append((REC_CTRL, f))
+            room -= len(enc)
+        if len(payload) == n_ack:
+            return None  # the first control frame does not fit: general packer
+        return self._seal_short(conn, now, pns, payload, records, True, largest_ack)
+
+    def _seal_short(self, conn: Any, now: float, pns: Any, payload: list[bytes],
+                    records: list[tuple[Any, ...]], eliciting: bool,
+                    largest_ack: int) -> bytes:
+        """Protect a 1-RTT packet (RFC 9001 §5) with the next packet number of
+        ``pns`` and record it as sent (in flight when ack-eliciting, RFC 9002 §2)."""
+        pn = pns.next_pn
+        largest = pns.largest_acked
+        pn_len = max(((pn + 1 if largest < 0 else pn - largest).bit_length() + 8) >> 3, 2)
+        plain = b"".join(payload)
         minp = 4 - pn_len + _SAMPLE_LEN - _TAG_LEN  # RFC 9001 §5.4.2 sample room
-        if len(payload) < minp:
-            payload += bytes(minp - len(payload))
+        if len(plain) < minp:
+            plain += bytes(minp - len(plain))
         dcid = conn.dcid
         key = conn._send_keys[APP]
         first = 0x44 | pn_len - 1 if conn.key_phase else 0x40 | pn_len - 1
         tpn = pn & _PN_MASK[pn_len]
         header = b"".join((bytes((first,)), dcid, tpn.to_bytes(pn_len, "big")))
-        ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), payload, header)
+        ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), plain, header)
         s = 4 - pn_len
         mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
         tpn ^= int.from_bytes(mask[1:1 + pn_len], "big")
         dgram = b"".join((bytes((first ^ (mask[0] & 0x1F),)), dcid,
                           tpn.to_bytes(pn_len, "big"), ct))
         pns.next_pn = pn + 1
-        pns.on_ack_sent()
-        largest_ack = ranges[0][1]
-        conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), False, False,
-                                             [(REC_ACK, largest_ack)], largest_ack))
+        if largest_ack >= 0:
+            pns.on_ack_sent()
+        conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), eliciting, eliciting,
+                                             records, largest_ack))
         return dgram
 
     def _build_one(self, conn: Any, now: float, size_limit: int) -> bytes | None:

@@ -266,9 +266,15 @@ class PnSpace:
                 break
             if pn >= first:
                 acked.append(sent[pn])
+        nbytes = neliciting = 0
         for p in acked:
             del sent[p.pn]
-            self._forget(p)
+            if p.in_flight:  # _forget, summed
+                nbytes += p.size
+                if p.ack_eliciting:
+                    neliciting += 1
+        self.bytes_in_flight -= nbytes
+        self.eliciting_in_flight -= neliciting
         self.largest_acked = max(self.largest_acked, largest)
         return acked
 

@@ -328,10 +328,13 @@ class SendStream:
         "_base",
         "_blocked_pending",
         "_blocked_reported",
-        "_buf",
+        "_chunks",
+        "_cstarts",
+        "_cur",
         "_fin",
         "_fin_acked",
         "_fin_pending",
+        "_head",
         "_lost",
         "_notify",
         "_sent_end",
@@ -346,7 +349,13 @@ class SendStream:
         self.max_data = max_data
         self.write_offset = 0  # bytes accepted from the application
         self.errcode: int | None = None
-        self._buf = bytearray()  # data in [_base, write_offset)
+        # data in [_base, write_offset) as the written chunks (no copy of
+        # bytes written, none when acknowledged data is dropped): chunk i
+        # starts at offset _cstarts[i]; chunks before _head are acknowledged
+        self._chunks: list[bytes] = []
+        self._cstarts: list[int] = []
+        self._head = 0
+        self._cur = 0  # the chunk _slice used last (sends are sequential)
         self._base = 0  # every byte below _base is acknowledged
         self._sent_end = 0  # highest offset ever handed out by next_chunk
         self._acked = RangeSet()  # acknowledged ranges above _base
@@ -382,7 +391,8 @@ class SendStream:
             # RFC 9000 §4.1: tell the peer we are blocked on its stream limit
             self._blocked_pending = True
         if accept:
-            self._buf += data if accept == n else memoryview(data)[:accept]
+            self._append(data if accept == n and type(data) is bytes
+                         else bytes(memoryview(data)[:accept]))
             self.write_offset += accept
         if self.state == _S_READY and (accept or (fin and accept == n)):
             self.state = _S_SEND
@@ -438,10 +448,52 @@ class SendStream:
             return self.write_offset, b"", True
         return None
 
+    def _append(self, data: bytes) -> None:
+        chunks = self._chunks
+        if len(data) < 1024 and len(chunks) > self._head and len(chunks[-1]) < 16384:
+            chunks[-1] += data  # small writes: bound the number of chunks
+            return
+        chunks.append(data)
+        self._cstarts.append(self.write_offset)
+
     def _slice(self, start: int, end: int) -> bytes:
-        a = start - self._base
-        with memoryview(self._buf) as mv:
-            return bytes(mv[a:a + end - start])
+        """The written bytes [start, end) (start >= _base, end <= write_offset)."""
+        starts = self._cstarts
+        chunks = self._chunks
+        i = self._cur
+        if i < self._head or i >= len(chunks) or not (
+                starts[i] <= start < starts[i] + len(chunks[i])):
+            i = bisect_right(starts, start, self._head) - 1
+        parts: list[bytes] = []
+        pos = start
+        while True:
+            ch = chunks[i]
+            a = pos - starts[i]
+            take = min(len(ch) - a, end - pos)
+            parts.append(ch[a:a + take])
+            pos += take
+            if pos >= end:
+                break
+            i += 1
+        self._cur = i
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _drop_to(self, new_base: int) -> None:
+        """Everything below ``new_base`` is acknowledged: release those chunks."""
+        self._base = new_base
+        chunks = self._chunks
+        starts = self._cstarts
+        head = self._head
+        n = len(chunks)
+        while head < n and starts[head] + len(chunks[head]) <= new_base:
+            chunks[head] = b""
+            head += 1
+        if head >= 64 and head * 2 >= n:
+            del chunks[:head]
+            del starts[:head]
+            self._cur = max(0, self._cur - head)
+            head = 0
+        self._head = head
 
     def on_acked(self, offset: int, length: int, fin: bool) -> bool:
         """A STREAM frame was acknowledged; True when the half just became SEND_RECVD."""
@@ -453,16 +505,14 @@ class SendStream:
                 self._lost.subtract(offset, end)
             if offset <= self._base < end and not self._acked:
                 # in-order acknowledgement (the common case): advance the base
-                del self._buf[: end - self._base]
-                self._base = end
+                self._drop_to(end)
             elif end > self._base:
                 self._acked.add(max(offset, self._base), end)
                 first = self._acked.first()
                 if first is not None and first[0] <= self._base:
                     new_base = first[1]
                     self._acked.subtract(first[0], first[1])
-                    del self._buf[: new_base - self._base]
-                    self._base = new_base
+                    self._drop_to(new_base)
         if fin:
             self._fin_acked = True
             self._fin_pending = False
@@ -499,7 +549,9 @@ class SendStream:
             raise _oserror(errno.EINVAL, "stream already finished")
         self.state = _S_RESET_SENT
         self.errcode = errcode
-        self._buf = bytearray()
+        self._chunks = []
+        self._cstarts = []
+        self._head = self._cur = 0
         self._lost = RangeSet()
         self._acked = RangeSet()
         self._fin_pending = False
@@ -543,7 +595,7 @@ class SendStream:
     @property
     def bytes_in_flight_or_buffered(self) -> int:
         """Bytes kept for (re)transmission (unacknowledged)."""
-        return len(self._buf)
+        return 0 if self.state >= _S_RESET_SENT else self.write_offset - self._base
 
 
 class RecvStream:

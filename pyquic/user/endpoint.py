@@ -23,9 +23,12 @@ says ``accept``. A short-header datagram matching no connection ID whose last
 16 bytes are a peer's stateless reset token (§10.3.1) goes to that connection.
 
 I/O batching: with UDP GSO (``UDP_SEGMENT``) a run of same-size datagrams to
-one peer leaves in one ``sendmsg`` (up to 64 segments); with ``UDP_GRO`` a
-receive may return several coalesced datagrams, split by the segment size in
-the cmsg. Both fall back to one datagram per system call where unsupported.
+one peer leaves in one ``sendmsg`` (up to 64 segments, one iovec each, so
+they are not joined first); with ``UDP_GRO`` a receive may return several
+coalesced datagrams, split by the segment size in the cmsg, and a run of
+short-header ones for one connection is handed over in one call
+(``Member._io_datagrams`` when the member has it). Both fall back to one
+datagram per system call where unsupported.
 
 All methods run with :data:`pyquic.user.loop.LOOP.lock` held.
 """
@@ -59,6 +62,7 @@ _GSO_MAX_SEGMENTS = 64
 _GSO_MAX_BYTES = 65000  # the whole GSO send must fit one UDP datagram's size field
 _RECV_SIZE = 65535
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_SEG_CMSG = {n: struct.pack("=H", n) for n in range(1200, 1501)}  # usual GSO sizes
 _GSO_OFF_ERRNOS = (errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
                    errno.EMSGSIZE)
 
@@ -244,8 +248,10 @@ class Endpoint:
                 i += 1
                 continue
             try:
-                self.sock.sendmsg([b"".join(datagrams[i:j])],
-                                  [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, dest)
+                # one iovec per datagram: the kernel gathers them (no join copy)
+                self.sock.sendmsg(datagrams[i:j],
+                                  [(_SOL_UDP, _UDP_SEGMENT, _SEG_CMSG.get(size) or
+                                    struct.pack("=H", size))], 0, dest)
             except OSError as exc:
                 if exc.errno in _GSO_OFF_ERRNOS:
                     self.gso = False  # no GSO here: send this run one by one
@@ -278,10 +284,49 @@ class Endpoint:
                     seg = int.from_bytes(cdata[:4] if len(cdata) >= 4 else cdata[:2],
                                          "little")
             if seg and seg < len(data):
-                for off in range(0, len(data), seg):
-                    dispatch(data[off:off + seg], remote, now)
+                self._gro_batch(data, seg, remote, now)
             else:
                 dispatch(data, remote, now)
+
+    def _gro_batch(self, data: bytes, seg: int, remote: Addr, now: float) -> None:
+        """Dispatch the segments of one GRO receive: runs of short-header
+        packets (RFC 9000 §17.3) of one connection go to it in one call, in
+        order; anything else goes through ``dispatch``.  (The CID map only
+        changes with membership, never while a member processes datagrams,
+        so looking a run up before processing it finds the same members.)"""
+        local = self.local
+        run: list[bytes] = []
+        run_m: Member | None = None
+        for off in range(0, len(data), seg):
+            d = data[off:off + seg]
+            lens = self.cid_lens
+            if len(lens) == 1 and not d[0] & 0x80 and len(d) > lens[0]:
+                m = self.cids.get(d[1:1 + lens[0]])
+                if m is not None:
+                    if m is not run_m:
+                        if run_m is not None:
+                            self._deliver(run_m, run, remote, local, now)
+                        run = []
+                        run_m = m
+                    run.append(d)
+                    continue
+            if run_m is not None:
+                self._deliver(run_m, run, remote, local, now)
+                run = []
+                run_m = None
+            self.dispatch(d, remote, now)
+        if run_m is not None:
+            self._deliver(run_m, run, remote, local, now)
+
+    @staticmethod
+    def _deliver(m: Member, datagrams: list[bytes], remote: Addr, local: Addr,
+                 now: float) -> None:
+        many = getattr(m, "_io_datagrams", None)
+        if many is not None:
+            many(datagrams, remote, local, now)
+        else:
+            for d in datagrams:
+                m._io_datagram(d, remote, local, now)
 
     def dispatch(self, data: bytes, remote: Addr, now: float) -> None:
         """Route one datagram to its connection, request or listener."""

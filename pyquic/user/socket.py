@@ -523,6 +523,14 @@ class QuicSocket(QuicSocketMixin):
         self._conn.receive_datagram(data, remote, local, now)
         LOOP.mark(self)
 
+    def _io_datagrams(self, datagrams: list[bytes], remote: Addr, local: Addr,
+                      now: float) -> None:
+        """Several datagrams from one peer, in order (a GRO batch)."""
+        if self._closed:
+            return
+        self._conn.receive_datagrams(datagrams, remote, local, now)
+        LOOP.mark(self)
+
     def _io_is_reset(self, token: bytes) -> bool:
         dest = getattr(self._conn, "dest", None)
         return bool(dest is not None and not self._closed and dest.is_stateless_reset(token))
@@ -601,17 +609,23 @@ class QuicSocket(QuicSocketMixin):
         run: list[bytes] = []  # consecutive datagrams to one peer: one GSO send
         run_ep: Endpoint | None = None
         run_dest: Addr | None = None
+        last_addrs: tuple[Any, Any] | None = None
+        dest: Addr = ()
         for item in items:
             data, remote = item[0], item[1]
-            ep = base
-            if len(item) > 2 and item[2] is not None:
-                ep = self._endpoints.get(_ep.normalize_addr(tuple(item[2])), base)
-            dest = _ep.normalize_addr(tuple(remote))
-            if ep is not None and len(dest) != len(ep.local) and (
-                    ep.family == AF_INET or ep.local[0] != "::"):
-                # another family (e.g. a preferred address): only a dual-stack
-                # wildcard socket reaches it, else use (or bind) one of its family
-                ep = self._endpoint_towards(dest)
+            src = item[2] if len(item) > 2 else None
+            if last_addrs is None or remote is not last_addrs[0] or src is not last_addrs[1]:
+                # a run of datagrams shares its address objects: resolve once
+                last_addrs = (remote, src)
+                ep = base
+                if src is not None:
+                    ep = self._endpoints.get(_ep.normalize_addr(tuple(src)), base)
+                dest = _ep.normalize_addr(tuple(remote))
+                if ep is not None and len(dest) != len(ep.local) and (
+                        ep.family == AF_INET or ep.local[0] != "::"):
+                    # another family (e.g. a preferred address): only a dual-stack
+                    # wildcard socket reaches it, else use (or bind) one of its family
+                    ep = self._endpoint_towards(dest)
             if ep is None:
                 continue
             if ep is not run_ep or dest != run_dest:

@@ -218,3 +218,36 @@ def test_pacer() -> None:
         p.on_packet_sent(MSS, now)
         total += MSS
     assert total == pytest.approx(p.rate, rel=0.05)
+
+
+@pytest.mark.parametrize("algo", [CongAlgo.RENO, CongAlgo.CUBIC])
+def test_on_packets_acked_equals_one_call_per_packet(algo: CongAlgo) -> None:
+    """The batched ACK path grows the window exactly as per-packet calls:
+    slow start into congestion avoidance, no growth for packets sent in
+    recovery (RFC 9002 §7.3.2), none while app-limited (§7.8)."""
+    import random
+    from types import SimpleNamespace
+
+    rng = random.Random(5)
+    one = new_congestion_control(algo, 1200)
+    many = new_congestion_control(algo, 1200)
+    rtt = RttEstimator()
+    rtt.update(0.01, 0.0, True, 0.0)
+    t = 1.0
+    for step in range(60):
+        pkts = [SimpleNamespace(size=rng.choice((1200, 1200, 600, 40)), sent_time=t - 0.01 * i,
+                                in_flight=rng.random() < 0.9) for i in range(rng.randint(1, 40))]
+        for cc in (one, many):
+            for p in pkts:
+                if p.in_flight:
+                    cc.on_packet_sent(p.size, p.sent_time)
+            if step == 20:
+                cc.on_packets_lost(1200, t - 0.1, t)  # recovery starts
+            cc.app_limited = step in (30, 31)
+        for p in pkts:
+            if p.in_flight:
+                one.on_packet_acked(p.size, p.sent_time, t, rtt)
+        many.on_packets_acked(pkts, t, rtt)
+        assert vars(one) == vars(many), step
+        t += 0.01
+    assert one.congestion_window > one.ssthresh  # reached congestion avoidance

@@ -85,12 +85,12 @@ def test_fast_send_packet_parses_with_the_general_parser() -> None:
 
 def test_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
     counts = {"send": 0, "recv": 0}
-    orig_send = OutQueue._build_stream_fast
+    orig_send = OutQueue._build_stream_burst
     orig_recv = QuicConnection._stream_fast
 
     def send(self: OutQueue, *a: Any) -> Any:
         r = orig_send(self, *a)
-        counts["send"] += bool(r)
+        counts["send"] += max(r, 0)
         return r
 
     def recv(self: QuicConnection, *a: Any) -> bool:
@@ -98,7 +98,7 @@ def test_fast_paths_are_taken_in_a_bulk_transfer(monkeypatch: pytest.MonkeyPatch
         counts["recv"] += r
         return r
 
-    monkeypatch.setattr(OutQueue, "_build_stream_fast", send)
+    monkeypatch.setattr(OutQueue, "_build_stream_burst", send)
     monkeypatch.setattr(QuicConnection, "_stream_fast", recv)
     data = random.Random(2).randbytes(600_000)
     sim = _established(loss=0.02, reorder=0.02)
@@ -290,3 +290,113 @@ def test_fast_ack_only_packets_both_ways(monkeypatch: pytest.MonkeyPatch) -> Non
     frames = fr.parse_frames(pk.decrypt_payload(key, d, hdr, um, pn), int(pk.PacketType.ONE_RTT))
     assert isinstance(frames[0], fr.AckFrame)
     assert all(isinstance(f, fr.PaddingFrame) for f in frames[1:])
+
+
+def _protected(src: QuicConnection, payload: bytes) -> bytes:
+    """A 1-RTT packet from ``src`` with ``payload`` (not delivered)."""
+    pns = src.spaces[APP]
+    pn = pns.next_pn
+    pns.next_pn += 1
+    payload += bytes(max(0, pk.min_payload_len(4) - len(payload)))
+    hdr = pk.encode_short_header(src.dcid, pn, 4, key_phase=src.key_phase)
+    key = src.send_key(APP)
+    assert key is not None
+    return pk.protect(key, hdr, payload, pn)
+
+
+def test_receive_datagrams_batch_matches_one_by_one() -> None:
+    """receive_datagrams (a GRO batch): in-order data, a duplicate, a
+    corrupted packet and a gap are handled as by receive_datagram, in order;
+    an error closes the connection and the rest of the batch meets CLOSING."""
+    sim = _established()
+    sid = _open_stream(sim)
+    srv = sim.server
+    assert srv is not None
+
+    def frame(off: int, data: bytes) -> bytes:
+        return b"\x0c" + encode_varint(sid) + encode_varint(off) + data
+
+    p1 = _protected(sim.client, frame(5, b"aaaa"))
+    p2 = _protected(sim.client, frame(9, b"bbbb"))
+    p4 = _protected(sim.client, frame(17, b"dddd"))  # before the gap fills
+    p3 = _protected(sim.client, frame(13, b"cccc"))
+    bad = bytearray(p2)
+    bad[-1] ^= 1  # fails authentication: dropped
+    srv.receive_datagrams([p1, p2, p1, bytes(bad), p4, p3], CLIENT_ADDR, SERVER_ADDR, sim.now)
+    assert srv.state == ConnState.ESTABLISHED
+    got = b""
+    for _ in range(10):
+        item = srv.recv(65536)
+        if item is None:
+            break
+        got += item.data
+    assert got == b"aaaabbbbccccdddd"
+    pns = srv.spaces[APP]
+    assert pns.largest_received == sim.client.spaces[APP].next_pn - 1
+    # an error in the middle of a batch: closed, later packets not delivered
+    limit = srv.local_tp["max_stream_data_bidi_remote"]
+    over = _protected(sim.client, frame(limit, b"y" * 100))
+    after = _protected(sim.client, frame(21, b"eeee"))
+    srv.receive_datagrams([over, after], CLIENT_ADDR, SERVER_ADDR, sim.now)
+    assert srv.is_closed
+    assert srv.get_close_info().errcode == FLOW_CONTROL_ERROR
+    assert srv.spaces[APP].largest_received < sim.client.spaces[APP].next_pn - 1
+
+
+def _bulk_flushes(monkeypatch: pytest.MonkeyPatch, fast: bool) -> tuple[list[int], bytes]:
+    """Datagrams per flush of a bulk transfer by the client, with the fast
+    packers on or off (same seed, same clock), and the bytes the server got.
+    Checks the in-flight accounting and the congestion window on every flush."""
+    if not fast:
+        monkeypatch.setattr(OutQueue, "_fast_ok", lambda self, conn: False)
+    sim = _established(seed=9)
+    cli = sim.client
+    srv = sim.server
+    assert srv is not None
+    data = random.Random(4).randbytes(300_000)
+    sent = 0
+    counts: list[int] = []
+    got = b""
+    pns = cli.spaces[APP]
+    for i in range(60):
+        now = sim.now + i * 0.004
+        if sent < len(data):
+            try:
+                sent += cli.send_stream(0, data[sent:], (0 if sent else NEW) | FIN, True)
+            except OSError:
+                pass  # send buffer full
+        ds = cli.datagrams_to_send(now)
+        counts.append(len(ds))
+        # RFC 9002 §7: in flight = sum of the in-flight packets; within the window
+        assert cli.cc.bytes_in_flight == pns.bytes_in_flight == sum(
+            p.size for p in pns.sent.values() if p.in_flight)
+        assert cli.cc.bytes_in_flight <= cli.cc.congestion_window
+        assert all(len(d) <= cli.paths.max_datagram_size() for d, _a in ds)
+        for d, _a in ds:
+            srv.receive_datagram(d, CLIENT_ADDR, SERVER_ADDR, now)
+        if i % 3 == 2:  # the server reads and acknowledges what arrived so far
+            for _ in range(1000):
+                item = srv.recv(1 << 20)
+                if item is None:
+                    break
+                got += item.data
+            for d, _a in srv.datagrams_to_send(now + 0.002):
+                cli.receive_datagram(d, SERVER_ADDR, CLIENT_ADDR, now + 0.002)
+    monkeypatch.undo()
+    return counts, got
+
+
+def test_fast_packers_follow_the_window_and_pacer_as_the_general_packer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The burst packer sends as many datagrams per flush as the general one
+    (the window and the pacer decide per datagram, RFC 9002 §7, §7.7); only
+    the last flush differs (the general packer's STREAM frames carry a Length
+    and a wider offset, so it needs one datagram more at the end)."""
+    fast, got_fast = _bulk_flushes(monkeypatch, True)
+    slow, got_slow = _bulk_flushes(monkeypatch, False)
+    data = random.Random(4).randbytes(300_000)
+    assert got_fast == data and got_slow == data
+    assert 0 in fast[:12] or min(fast[:12]) < max(fast)  # paced / window-limited
+    last = max(i for i, n in enumerate(fast) if n)
+    assert fast[:last] == slow[:last]
+    assert sum(fast) <= sum(slow)

@@ -153,6 +153,41 @@ def test_send_retransmits_lost_first_without_acked_parts() -> None:
     assert s.bytes_in_flight_or_buffered == 0
 
 
+def test_send_buffer_chunks_slice_ack_and_retransmit() -> None:
+    """The send buffer keeps written chunks: ranges spanning chunks, small
+    writes, dropping acknowledged chunks and retransmitting still work."""
+    rng = random.Random(7)
+    data = b""
+    s = SendStream(max_data=1 << 30)
+    for _ in range(300):  # big and small writes, bytes and bytearray
+        piece = rng.randbytes(rng.choice((1, 7, 500, 1500, 5000, 70000)))
+        src = bytearray(piece) if rng.random() < 0.3 else piece
+        assert s.write(src) == len(piece)
+        if isinstance(src, bytearray):
+            src[:] = b"\0" * len(src)  # the stream kept its own copy
+        data += piece
+    sent: list[tuple[int, int]] = []
+    for _ in range(100_000):
+        chunk = s.next_chunk(rng.choice((1, 100, 1200, 3000)))
+        if chunk is None:
+            break
+        off, got, _fin = chunk
+        assert got == data[off:off + len(got)]
+        sent.append((off, len(got)))
+        if rng.random() < 0.1:
+            s.on_lost(off, len(got), False)  # comes back before new data
+        elif rng.random() < 0.8:
+            o, n = sent.pop(rng.randrange(len(sent)))
+            s.on_acked(o, n, False)
+        if rng.random() < 0.02 and sent:
+            o, n = sent[rng.randrange(len(sent))]
+            s.on_lost(o, n, False)
+    for o, n in sent:
+        s.on_acked(o, n, False)
+    assert s.bytes_in_flight_or_buffered == 0
+    assert s._head == len(s._chunks)  # every chunk released
+
+
 def test_send_lost_after_ack_is_ignored() -> None:
     s = SendStream(max_data=100)
     s.write(b"abcdef")

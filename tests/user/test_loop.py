@@ -250,3 +250,41 @@ def test_endpoint_gso_and_gro_round_trip() -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_endpoint_gro_batch_runs_per_connection() -> None:
+    """A GRO receive is split into runs of short-header packets per
+    connection, delivered in order in one call each (``_io_datagrams``);
+    other datagrams go through dispatch at their place in the order."""
+    from pyquic.user.endpoint import Endpoint
+
+    calls: list[tuple[str, list[bytes]]] = []
+
+    class Batch:
+        def _io_datagrams(self, ds: list[bytes], remote: object, local: object,
+                          now: float) -> None:
+            calls.append(("batch", list(ds)))
+
+    class Single:
+        def _io_datagram(self, d: bytes, remote: object, local: object, now: float) -> None:
+            calls.append(("single", [d]))
+
+    ep = Endpoint(socket.AF_INET, ("127.0.0.1", 0))
+    try:
+        cid_a, cid_b = b"A" * 8, b"B" * 8
+        ep.cids = {cid_a: Batch(), cid_b: Single()}  # type: ignore[dict-item]
+        ep.cid_lens = [8]
+        ep.dispatch = lambda d, remote, now: calls.append(  # type: ignore[method-assign]
+            ("dispatch", [bytes(d)]))
+
+        def short(cid: bytes, i: int) -> bytes:
+            return (b"\x40" + cid + bytes([i])).ljust(100, b"\0")
+
+        seq = [short(cid_a, 0), short(cid_a, 1), short(cid_b, 2), short(cid_b, 3),
+               b"\xc0".ljust(100, b"\1"), short(cid_a, 4), short(b"C" * 8, 5), short(cid_a, 6)]
+        ep._gro_batch(b"".join(seq), 100, ("127.0.0.1", 1), 0.0)
+        assert calls == [("batch", seq[0:2]), ("single", [seq[2]]), ("single", [seq[3]]),
+                         ("dispatch", [seq[4]]), ("batch", [seq[5]]), ("dispatch", [seq[6]]),
+                         ("batch", [seq[7]])]
+    finally:
+        ep.close()
