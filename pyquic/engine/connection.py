@@ -13,7 +13,7 @@ layer wait.
 
 Public API (contracts §4, stable)::
 
-    QuicConnection(is_client, *, random=os.urandom)
+    QuicConnection(is_client, *, random=pyquic._rand.urandom)
     state: ConnState       # CLOSED, LISTENING, ESTABLISHING, ESTABLISHED, CLOSING, DRAINING
     inherit(listener); connect(remote, local, now); accept(datagram, remote, local, now)
     receive_datagram(data, remote, local, now); datagrams_to_send(now) -> [(bytes, addr)]
@@ -184,6 +184,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from .. import abi
+from .._rand import urandom
 from ..abi import CryptoLevel, EventType, StreamState
 from . import frame as fr
 from .common import Buffer
@@ -290,7 +291,7 @@ TICKET_KEY_LEN = 64
 
 _PROBING_FRAMES = frozenset((fr.PaddingFrame, fr.PathChallengeFrame, fr.PathResponseFrame,
                              fr.NewConnectionIdFrame))
-_LEVEL_SPACE = {CryptoLevel.INITIAL: INITIAL, CryptoLevel.HANDSHAKE: HANDSHAKE,
+_LEVEL_SPACE: dict[int, int] = {CryptoLevel.INITIAL: INITIAL, CryptoLevel.HANDSHAKE: HANDSHAKE,
                 CryptoLevel.APP: APP, CryptoLevel.EARLY: APP}
 _SPACE_LEVEL = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
 _PTYPE_SPACE = {PacketType.INITIAL: INITIAL, PacketType.HANDSHAKE: HANDSHAKE,
@@ -352,7 +353,7 @@ class _CryptoRecv:
 class QuicConnection:
     """One QUIC connection with the socket-level semantics of the kernel."""
 
-    def __init__(self, is_client: bool, *, random: Callable[[int], bytes] = os.urandom) -> None:
+    def __init__(self, is_client: bool, *, random: Callable[[int], bytes] = urandom) -> None:
         self.is_client = is_client
         self._random = random
         self.state = ConnState.CLOSED
@@ -652,7 +653,7 @@ class QuicConnection:
             raise _oserr(errno.EPIPE)
         if level not in (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP):
             raise _oserr(errno.EINVAL, "bad crypto level")
-        space = _LEVEL_SPACE[CryptoLevel(level)]
+        space = _LEVEL_SPACE[level]  # (keys are IntEnum: an int finds them)
         if self._send_keys[space] is None:
             raise _oserr(errno.EINVAL, "crypto keys not ready")
         if not data:
@@ -680,7 +681,7 @@ class QuicConnection:
                 self._early_recv = key
                 self._replay_backlog()
             return
-        space = _LEVEL_SPACE[CryptoLevel(level)]
+        space = _LEVEL_SPACE[level]  # (keys are IntEnum: an int finds them)
         if secret.send:
             self._send_keys[space] = key
             if space == APP:
@@ -2111,8 +2112,10 @@ class QuicConnection:
         """Cheap check that the packer would build nothing now (empty flushes
         are frequent: the socket layer flushes after every batch and send)."""
         outq = self.outq
+        # (also before the handshake is confirmed, e.g. a client between its
+        # Finished and HANDSHAKE_DONE: every space with keys is checked below)
         if outq.close_pending or outq.dgrams or self._pmtu_pending or self._path_responses \
-                or self._probe_out or not self.handshake_confirmed:
+                or self._probe_out:
             return False
         if self.streams._pending_send and not outq.cork:
             return False

@@ -78,10 +78,10 @@ from __future__ import annotations
 
 import errno
 import hmac
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .._rand import urandom
 from .errors import (
     CONNECTION_ID_LIMIT_ERROR,
     FRAME_ENCODING_ERROR,
@@ -193,7 +193,7 @@ class _ConnIdSet:
 class SourceConnIdSet(_ConnIdSet):
     """Connection IDs we issue to the peer (kernel quic_source)."""
 
-    def __init__(self, random: Callable[[int], bytes] = os.urandom,
+    def __init__(self, random: Callable[[int], bytes] = urandom,
                  cid_len: int = CID_DEFAULT_LEN,
                  token_for: Callable[[bytes], bytes] | None = None) -> None:
         super().__init__()

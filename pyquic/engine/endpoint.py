@@ -11,12 +11,12 @@ Public API::
 
     TOKEN_RETRY, TOKEN_NEW                      # first byte of a token
     RETRY_TOKEN_LIFETIME, NEW_TOKEN_LIFETIME    # seconds
-    make_token(key, kind, addr, now, odcid=b"", random=os.urandom) -> bytes
+    make_token(key, kind, addr, now, odcid=b"", random=pyquic._rand.urandom) -> bytes
     open_token(key, token, addr, now) -> tuple[int, bytes] | None   # (kind, odcid)
     reset_token(key, cid) -> bytes              # 16-byte stateless reset token
     @dataclass class Decision: accept: bool; response: bytes | None; reason: str
     stateless_response(datagram, remote, local, now, listener,
-                       *, cid_len=8, random=os.urandom) -> Decision
+                       *, cid_len=8, random=pyquic._rand.urandom) -> Decision
     refuse_response(datagram, error_code=CONNECTION_REFUSED) -> bytes | None
 
 How the socket layer uses it: for each received datagram whose DCID belongs
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._rand import urandom
 from .crypto import hkdf_expand_label, hkdf_extract, initial_keys
 from .errors import CONNECTION_REFUSED, INVALID_TOKEN
 from .frame import ConnectionCloseFrame
@@ -102,7 +102,7 @@ def _addr_bytes(addr: Any, with_port: bool) -> bytes:
 
 
 def make_token(key: bytes, kind: int, addr: Any, now: float, odcid: bytes = b"",
-               random: Callable[[int], bytes] = os.urandom) -> bytes:
+               random: Callable[[int], bytes] = urandom) -> bytes:
     """Seal an address-validation token (Retry: ``kind`` TOKEN_RETRY with the
     original DCID; NEW_TOKEN: TOKEN_NEW)."""
     nonce = random(_NONCE_LEN)
@@ -175,7 +175,7 @@ def refuse_response(datagram: bytes, error_code: int = CONNECTION_REFUSED,
 
 def stateless_response(datagram: bytes, remote: Any, local: Any, now: float,
                        listener: Any, *, cid_len: int = 8,
-                       random: Callable[[int], bytes] = os.urandom) -> Decision:
+                       random: Callable[[int], bytes] = urandom) -> Decision:
     """Decide how to answer a datagram that matched no connection.
 
     ``listener`` is the listening ``QuicConnection`` (its config decides

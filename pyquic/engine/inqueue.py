@@ -18,8 +18,10 @@ import socket
 from collections import deque
 from dataclasses import dataclass
 
-MSG_EOR: int = getattr(socket, "MSG_EOR", 0x80)
-MSG_TRUNC: int = getattr(socket, "MSG_TRUNC", 0x20)
+# plain ints, as a kernel socket's recvmsg returns (socket.MSG_* are IntFlag
+# members, slow in | and & and contagious)
+MSG_EOR: int = int(getattr(socket, "MSG_EOR", 0x80))
+MSG_TRUNC: int = int(getattr(socket, "MSG_TRUNC", 0x20))
 MSG_QUIC_DATAGRAM = 0x1000
 MSG_QUIC_NOTIFICATION = 0x8000
 STREAM_FIN = 0x200  # MSG_QUIC_STREAM_FIN

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.x509 import verification as xv
 
+from pyquic._rand import urandom
 from pyquic.tls import x509 as tlsx509
 from pyquic.tls.keyschedule import SUITES, KeySchedule, Transcript
 from pyquic.tls.messages import (
@@ -213,7 +213,7 @@ class TlsContext:
         transport_parameters: bytes | Callable[[bytes | None], bytes],
         *,
         now: float = 0.0,
-        random: Callable[[int], bytes] = os.urandom,
+        random: Callable[[int], bytes] = urandom,
     ) -> None:
         self.config = config
         self.is_client = config.is_client

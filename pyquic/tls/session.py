@@ -12,13 +12,13 @@ sealed with AES-256-GCM under a key derived from the socket's ticket key
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pyquic._rand import urandom
 from pyquic.tls.keyschedule import hkdf_expand_label, hkdf_extract
 
 _MAGIC = b"PQS1"
@@ -136,7 +136,7 @@ class TicketSealer:
         self._aead = AESGCM(hkdf_expand_label("sha256", prk, b"ticket key", b"", 32))
 
     def seal(self, t: TicketContents, random: bytes | None = None) -> bytes:
-        nonce = random if random is not None else os.urandom(12)
+        nonce = random if random is not None else urandom(12)
         plain = b"".join(
             _put(x)
             for x in (

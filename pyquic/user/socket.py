@@ -129,12 +129,31 @@ assert _SINFO.size == abi.StreamInfo.SIZE
 _CMSG_HDR = _socket.CMSG_LEN(0)
 _DEFAULT_BUF = 212992
 
+_CRYPTO_LEVELS = {int(v): v for v in abi.CryptoLevel}
+_OPT_CRYPTO_SECRET = int(abi.SockOpt.CRYPTO_SECRET)
 _CLOSED_STATES = frozenset({ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING})
 _CORKING_OPTS = frozenset({int(abi.SockOpt.CRYPTO_SECRET), int(abi.SockOpt.TRANSPORT_PARAM_EXT)})
 # options that only store a setting: they never make the engine send, so the
 # call neither flushes nor corks (the kernel sends nothing there either)
 _QUIET_OPTS = frozenset({int(abi.SockOpt.EVENT), int(abi.SockOpt.CONNECTION_CLOSE),
                          int(abi.SockOpt.ALPN), int(abi.SockOpt.SESSION_TICKET)})
+
+#: destinations whose route's source address is the destination itself (the
+#: loopback addresses the kernel routes via ``lo`` with that source), so
+#: connect() needs no probe socket to learn it
+_SELF_SOURCED = frozenset({"127.0.0.1", "::1"})
+
+
+def _route_source(fam: int, remote: Addr) -> str:
+    """The source address the kernel's route towards ``remote`` uses (what an
+    unbound UDP socket connected to it would get): a connected probe socket's
+    name, or the address itself for the loopback addresses."""
+    host = remote[0]
+    if host in _SELF_SOURCED and (len(remote) < 4 or not remote[3]):
+        return host
+    with _socket.socket(fam, SOCK_DGRAM) as probe:
+        probe.connect(remote)
+        return str(probe.getsockname()[0])
 
 
 def _err(code: int, what: str = "") -> OSError:
@@ -648,9 +667,7 @@ class QuicSocket(QuicSocketMixin):
             if ep.family == fam:
                 return ep
         try:
-            with _socket.socket(fam, SOCK_DGRAM) as probe:
-                probe.connect(dest)
-                src = probe.getsockname()[0]
+            src = _route_source(fam, dest)
             local: Addr = (src, 0) if fam == AF_INET else (src, 0, 0, 0)
             ep = _ep.acquire(fam, local)
         except OSError:
@@ -698,12 +715,7 @@ class QuicSocket(QuicSocketMixin):
             if self._connected or self._listening:
                 raise _err(errno.EINVAL)
             if self._endpoint is None:
-                probe = _socket.socket(fam, SOCK_DGRAM)
-                try:
-                    probe.connect(remote)
-                    src = probe.getsockname()[0]
-                finally:
-                    probe.close()
+                src = _route_source(fam, remote)
                 local: Addr = (src, 0) if fam == AF_INET else (src, 0, 0, 0)
                 self._add_endpoint(_ep.acquire(fam, local))
             ep = self._endpoint
@@ -939,7 +951,8 @@ class QuicSocket(QuicSocketMixin):
         deadline = self._deadline(bool(flags & MSG_DONTWAIT))
         while True:
             try:
-                self._conn.send_handshake(abi.CryptoLevel(level), data)
+                lv = _CRYPTO_LEVELS.get(level)
+                self._conn.send_handshake(abi.CryptoLevel(level) if lv is None else lv, data)
                 break
             except BlockingIOError:
                 self._wait(deadline, flush=True)
@@ -1144,6 +1157,9 @@ class QuicSocket(QuicSocketMixin):
 
     def _set_quic(self, opt: int, buf: bytes) -> None:
         c = self._conn
+        if opt == _OPT_CRYPTO_SECRET:  # the frequent one (4 per handshake) first
+            c.set_crypto_secret(abi.CryptoSecret.unpack_prefix(buf))
+            return
         O = abi.SockOpt
         if opt == O.EVENT:
             e = abi.EventOption.unpack_prefix(buf)
@@ -1179,8 +1195,6 @@ class QuicSocket(QuicSocketMixin):
             if len(buf) < _SESSION_TICKET_MIN:
                 raise _err(errno.EINVAL)
             c.set_session_ticket(buf)
-        elif opt == O.CRYPTO_SECRET:
-            c.set_crypto_secret(abi.CryptoSecret.unpack_prefix(buf))
         elif opt == O.TRANSPORT_PARAM_EXT:
             if len(buf) > _TP_EXT_MAX_LEN:
                 raise _err(errno.EINVAL)

@@ -10,8 +10,10 @@ import pytest
 
 from pyquic import abi
 from pyquic.abi import CryptoLevel, EventType, StreamState
+from pyquic.engine import frame as fr
 from pyquic.engine.connection import ConnState, QuicConnection
 from pyquic.engine.inqueue import MSG_EOR, MSG_QUIC_DATAGRAM, MSG_QUIC_NOTIFICATION
+from pyquic.engine.outqueue import APP
 
 from .netsim import CLIENT_ADDR, SERVER_ADDR, NetSim, StreamReceiver
 
@@ -744,3 +746,28 @@ def test_old_receive_keys_discarded_after_three_pto() -> None:
     srv.receive_datagram(held[1][0], CLIENT_ADDR, SERVER_ADDR, sim.now + 1.0)
     assert not pns.is_duplicate(held[1][1])
     assert srv._prev_recv_key is None
+
+
+def test_unconfirmed_client_empty_flush_skips_packer() -> None:
+    """Between its Finished and HANDSHAKE_DONE a client is ESTABLISHED but not
+    confirmed; a flush with nothing queued returns [] without the packer (the
+    exact check covers every space with keys), and the handshake still
+    completes."""
+    sim = NetSim(seed=3)
+    sim.connect()
+    assert sim.run(lambda s: s.client.state is ConnState.ESTABLISHED, max_time=5)
+    c = sim.client
+    assert not c.handshake_confirmed
+    calls: list[float] = []
+    real = c.outq.build_datagrams
+
+    def spy(conn: QuicConnection, now: float) -> list[bytes]:
+        calls.append(now)
+        return real(conn, now)
+
+    c.outq.build_datagrams = spy  # type: ignore[method-assign]
+    assert c.datagrams_to_send_from(sim.now) == []  # the sim flushed it just now
+    assert calls == []
+    c.outq.push_ctrl(APP, fr.PingFrame())  # something queued: the packer runs
+    assert len(c.datagrams_to_send_from(sim.now)) == 1 and len(calls) == 1
+    assert sim.run(lambda s: s.client.handshake_confirmed, max_time=5)

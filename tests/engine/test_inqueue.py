@@ -89,3 +89,11 @@ def test_drop_stream() -> None:
     q.drop_stream(0)
     item, _ = q.recv(10)
     assert item is not None and item.stream_id == 4 and q.data_bytes == 0
+
+
+def test_msg_flag_constants_are_plain_ints() -> None:
+    """recvmsg's msg_flags is a plain int, as a kernel socket's (socket.MSG_EOR
+    is an IntFlag member, whose | and & are slow and would leak into it)."""
+    from pyquic.engine import inqueue
+
+    assert type(inqueue.MSG_EOR) is int and type(inqueue.MSG_TRUNC) is int

@@ -579,3 +579,31 @@ def test_setting_only_calls_do_not_flush() -> None:
             assert len(data) >= 1200
     finally:
         peer.close()
+
+
+def test_connect_source_address_without_probe_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """connect() of an unbound socket binds to the route's source address; for
+    127.0.0.1 / ::1 that is the destination itself, known without a probe
+    socket (a connected UDP socket's name), which other addresses still use."""
+    from pyquic.user import socket as usock
+
+    probes: list[tuple] = []
+    real = usock._socket.socket
+
+    class Probe(real):  # type: ignore[misc, valid-type]
+        def connect(self, addr: tuple) -> None:
+            probes.append(addr)
+            super().connect(addr)
+
+    monkeypatch.setattr(usock._socket, "socket", Probe)
+    assert usock._route_source(socket.AF_INET, ("127.0.0.1", 443)) == "127.0.0.1"
+    assert usock._route_source(socket.AF_INET6, ("::1", 443, 0, 0)) == "::1"
+    assert probes == []
+    # any other address: the kernel's route decides (127.0.0.2 is sourced from 127.0.0.1)
+    assert usock._route_source(socket.AF_INET, ("127.0.0.2", 443)) == "127.0.0.1"
+    assert probes == [("127.0.0.2", 443)]
+    probes.clear()
+    with QuicSocket() as c:
+        c.connect(("127.0.0.1", 9))
+        assert c.getsockname()[0] == "127.0.0.1"
+    assert probes == []
