@@ -132,12 +132,14 @@ the kernel uses the route MTU), which makes the kernel's datagram limit hold
 secret on the client makes stream data go out in 0-RTT packets; the server
 holds 0-RTT stream data until its APP receive key is in (kernel early_list).
 Local migration (``migrate`` after the handshake) switches ``local_addr`` at
-once and validates the path with PATH_CHALLENGE; a peer's address change on a
-1-RTT packet is followed and validated; both raise CONNECTION_MIGRATION when
-PATH_RESPONSE arrives.  A server expects its TLS driver to install the APP
-receive secret after the client's Finished (as libquic does): it then
-confirms the handshake, stops sending Handshake packets and sends NEW_TOKEN
-and HANDSHAKE_DONE.
+once and validates the path with PATH_CHALLENGE; a peer's address change on
+its highest-numbered non-probing 1-RTT packet (RFC 9000 §9.3) is followed and
+validated, except, on a client that moved to the preferred address, the
+server's original address (the server sends from it until it sees the client
+there, §9.6.3); both raise CONNECTION_MIGRATION when PATH_RESPONSE arrives.
+A server expects its TLS driver to install the APP receive secret after the
+client's Finished (as libquic does): it then confirms the handshake, stops
+sending Handshake packets and sends NEW_TOKEN and HANDSHAKE_DONE.
 
 Fast paths (performance; same behaviour as the general code, which they
 fall back to for anything unusual): a 1-RTT datagram with one STREAM frame
@@ -484,6 +486,9 @@ class QuicConnection:
         self._pref_cid: Any = None  # server: the ConnectionId of preferred_address
         self.plaintext_1rtt = False  # disable_1rtt_encryption negotiated
         self._pref_local: Addr = None  # server: our preferred address
+        # client: the server address it left for the preferred address, until
+        # the server's packets come from the new one (RFC 9000 §9.6.3)
+        self._left_remote: Addr = None
         self._tp_given = False  # our transport parameters were handed out
         self._fallback: tuple[Addr, Addr] | None = None
         self._early_pns: set[int] = set()  # 0-RTT packets sent (client)
@@ -975,7 +980,7 @@ class QuicConnection:
         self._now = now
         if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
                 and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
-                and remote == self.paths.remote \
+                and remote == self.paths.remote and self._left_remote is None \
                 and (not self.per_path_io or local == self.paths.local):
             try:
                 if self._receive_short_fast(data, remote, local, now):
@@ -1001,6 +1006,7 @@ class QuicConnection:
         self._rx_addr = (remote, local)
         self._rx_nonprobing = False
         short_dcid = b""
+        short_newest = False
         grease = bool(self.local_tp["grease_quic_bit"])  # RFC 9287 §3
         while off < n:
             try:
@@ -1010,12 +1016,14 @@ class QuicConnection:
             end = hdr.packet_end
             if hdr.packet_type == PacketType.INITIAL and not self.is_client and n < 1200:
                 break  # RFC 9000 §14.1: undersized Initial datagram
+            largest = self.spaces[APP].largest_received
             try:
                 if self._receive_packet(data, hdr, remote, local, now):
                     processed = True
                     if not hdr.is_long:
                         short_ok = True
                         short_dcid = hdr.dcid
+                        short_newest = self.spaces[APP].largest_received > largest
             except QuicError as e:
                 self._close_transport(e.error_code, e.frame_type or 0, e.reason)
                 return
@@ -1032,9 +1040,20 @@ class QuicConnection:
             self._on_stateless_reset(now)  # RFC 9000 §10.3.1
             return
         if short_ok and self._rx_nonprobing:
-            # a change of our own address only counts on a server whose
-            # client moved to its preferred address (RFC 9000 §9.6.3)
-            if self.state == ConnState.ESTABLISHED and remote is not None and \
+            # Only the highest-numbered non-probing packet moves us to the
+            # peer's new address (RFC 9000 §9.3: a late packet from the old
+            # path does not move us back).  A client that moved to the
+            # preferred address ignores the server's original one: the
+            # server keeps sending from it until our non-probing packets
+            # reach its preferred address (§9.6.3); following it would take
+            # the client back, the server after it, and so on.  A change of
+            # our own address only counts on a server whose client moved to
+            # its preferred address.
+            left = self._left_remote
+            if left is not None and short_newest and remote == self.paths.remote:
+                self._left_remote = left = None  # the server moved as well
+            if short_newest and remote != left and \
+                    self.state == ConnState.ESTABLISHED and remote is not None and \
                     self.paths.remote is not None and (
                         remote != self.paths.remote or (
                             self.per_path_io and local is not None and not self.is_client
@@ -1773,6 +1792,8 @@ class QuicConnection:
         if not _same_host(paths.remote, old_remote):
             self._reset_path_state()
         kind, self._path_kind = self._path_kind, ""
+        if kind == "preferred":
+            self._left_remote = old_remote
         self._event(abi.ConnectionMigrationEvent(kind == "local"))
         self._migration_local = -1
 

@@ -445,6 +445,29 @@ def test_nat_rebinding_keeps_congestion_state() -> None:
     assert s.cc.congestion_window >= min(cwnd, 2 * s.cc.minimum_window())
 
 
+def test_late_packet_from_old_path_does_not_move_server_back() -> None:
+    """RFC 9000 §9.3: only the highest-numbered non-probing packet changes
+    the peer address; an older one from the previous path arriving late
+    (reordered across the two paths) leaves the server on the new path."""
+    sim = _addr_sim(25)
+    assert sim.handshake()
+    assert sim.run(lambda x: x.client.handshake_confirmed, max_time=5)
+    c, s = sim.client, sim.server
+    assert s is not None
+    old, rebound = ("127.0.0.1", 40000), ("127.0.0.1", 50000)
+    c.send_stream(-1, b"first", 0x200 | 0x400, False)
+    first = [d for d, _r, _l in c.datagrams_to_send_from(sim.now)]
+    c.send_stream(-1, b"second", 0x200 | 0x400, False)
+    second = [d for d, _r, _l in c.datagrams_to_send_from(sim.now)]
+    assert first and second
+    for d in second:
+        s.receive_datagram(d, rebound, SERVER_ADDR, sim.now)
+    assert s.remote_addr == rebound
+    for d in first:  # sent before, delivered after
+        s.receive_datagram(d, old, SERVER_ADDR, sim.now)
+    assert s.remote_addr == rebound
+
+
 def test_unvalidated_new_path_is_amplification_limited() -> None:
     sim = _addr_sim(23)
     assert sim.handshake()
@@ -532,6 +555,45 @@ def test_preferred_address_slow_server_many_seeds() -> None:
             failures.append(seed)
     assert not failures
 
+
+
+
+def test_preferred_address_client_ignores_server_original_address() -> None:
+    """RFC 9000 §9.6.3: the server sends from its original address until a
+    non-probing packet of the client reaches its preferred one.  The client
+    that moved must not take those packets for a server migration (it moved
+    back, the server followed, and both ends kept chasing each other's paths:
+    the flaky conformance test_alpn_routing_with_preferred_address)."""
+    sim = _pref_sim(60, PREF, PREF, None, None)
+    assert sim.handshake()
+    c = sim.client
+    assert sim.run(lambda x: x.client.remote_addr == PREF, max_time=5)
+    s = sim.server
+    assert s is not None and s.local_addr == SERVER_ADDR  # not yet moved
+    sid = s.stream_open(-1, 0)
+    s.send_stream(sid, b"from the original address", abi.MSG_QUIC_STREAM_FIN, True)
+    sent = [(d, r, lo) for d, r, lo in s.datagrams_to_send_from(sim.now)]
+    assert sent and all(lo == SERVER_ADDR for _d, _r, lo in sent)
+    for d, _r, lo in sent:
+        c.receive_datagram(d, lo, c.local_addr, sim.now)
+    assert c.remote_addr == PREF and c.paths.challenge is None
+    rcv = StreamReceiver()
+    moved: list[object] = []
+
+    def step(x: NetSim) -> None:
+        rcv.step(x.client)
+        moved.append(x.client.remote_addr)
+
+    sim.on_step = step
+    sim.run(lambda x: sid in rcv.fin and x.server is not None
+            and x.server.local_addr == PREF, max_time=2)
+    assert rcv.stream(sid) == b"from the original address"
+    assert set(moved) == {PREF} and s.local_addr == PREF
+    evs = [decode_event(e) for e in rcv.events]
+    assert [e.local for e in evs if isinstance(e, abi.ConnectionMigrationEvent)] == [False]
+    # the server's packets from its preferred address end the exception
+    assert _transfer(sim, 20_000) == random.Random(4).randbytes(20_000)
+    assert c._left_remote is None and c.remote_addr == PREF
 
 
 
