@@ -36,15 +36,7 @@ def _inject(src: QuicConnection, dst: QuicConnection, payload: bytes,
             src_addr: object = CLIENT_ADDR, dst_addr: object = SERVER_ADDR,
             now: float = 0.0) -> None:
     """A 1-RTT packet from ``src`` with ``payload``, protected with its real key."""
-    pns = src.spaces[APP]
-    pn = pns.next_pn
-    pns.next_pn += 1
-    payload += bytes(max(0, pk.min_payload_len(4) - len(payload)))
-    hdr = pk.encode_short_header(src.dcid, pn, 4, key_phase=src.key_phase)
-    key = src.send_key(APP)
-    assert key is not None
-    dst.receive_datagram(pk.protect(key, hdr, payload, pn), src_addr, dst_addr,
-                         now or dst._now)
+    dst.receive_datagram(_protected(src, payload), src_addr, dst_addr, now or dst._now)
 
 
 def _open_stream(sim: NetSim) -> int:
