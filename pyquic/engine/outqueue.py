@@ -31,10 +31,8 @@ from . import frame as fr
 from .common import encode_varint, varint_size
 from .packet import (
     PacketType,
-    encode_long_header,
-    encode_short_header,
+    long_type_bits,
     packet_number_length,
-    protect,
 )
 from .pnspace import SentPacket
 from .stream import _S_RECVD
@@ -61,6 +59,7 @@ _SAMPLE_LEN = 16
 _TAG_LEN = 16
 _MAX_DATAGRAMS_PER_CALL = 256
 _BYTE = [bytes((i,)) for i in range(256)]
+_ONE_RTT = PacketType.ONE_RTT
 
 
 class SendBuffer:
@@ -115,8 +114,9 @@ class SendBuffer:
             self.fin_off = self.end
 
     def has_pending(self) -> bool:
-        return bool(self.retx) or self.next_off < self.end or (
-            self.fin_off is not None and (not self.fin_sent or self.fin_lost))
+        if self.retx or self.next_off < self.base + len(self.buf):
+            return True
+        return self.fin_off is not None and (not self.fin_sent or self.fin_lost)
 
     def pop(self, max_len: int) -> tuple[int, bytes, bool] | None:
         """Next chunk of at most ``max_len`` bytes: (offset, data, fin)."""
@@ -215,9 +215,12 @@ class _Pkt:
     __slots__ = (
         "dcid",
         "eliciting",
+        "key",
+        "largest_ack",
         "overhead",
         "padded",
         "payload",
+        "plen",
         "pn",
         "pn_len",
         "ptype",
@@ -237,6 +240,9 @@ class _Pkt:
         self.overhead = overhead
         self.dcid = dcid
         self.padded = False
+        self.key: Any = None
+        self.largest_ack = -1
+        self.plen = 0  # payload bytes, PADDING included
 
 
 class OutQueue:
@@ -253,6 +259,8 @@ class OutQueue:
         self.close_pending = False
         self.cork = False  # MSG_MORE: hold stream data until uncorked
         self._burst_done = False  # the last _build_stream_burst run cannot go on
+        # per space: (version, dcid, scid, token, type, first byte, header prefix)
+        self._lh_cache: list[tuple[Any, ...] | None] = [None, None, None]
 
     # ----------------------------------------------------------- queueing
     def push_ctrl(self, space: int, frame: Any) -> None:
@@ -658,19 +666,38 @@ class OutQueue:
         return dgram
 
     def _build_one(self, conn: Any, now: float, size_limit: int) -> bytes | None:
+        """One datagram: a packet per space with something to send, coalesced
+        in space order (RFC 9000 §12.2), then sealed."""
         pkts: list[_Pkt] = []
         remaining = size_limit
         pad_needed = False
+        keys = conn._send_keys
+        spaces = conn.spaces
+        ctrl = self.ctrl
+        crypto = self.crypto
+        probes = self.probes
+        close = self.close_pending
         for space in (INITIAL, HANDSHAKE, APP):
-            key = conn.send_key(space)
-            if key is None:
+            key = keys[space]
+            if key is None and (space != APP or not conn.use_early):
                 continue
-            pkt = self._build_packet(conn, now, space, remaining)
+            if not close:
+                # Cheap pre-check: when none of these holds, _build_packet
+                # builds nothing and changes nothing.
+                pns = spaces[space]
+                if not (pns.ack_pending or probes[space] or ctrl[space]
+                        or crypto[space].has_pending()
+                        or (space == APP and (self.dgrams or conn.streams._pending_send))):
+                    continue
+            if key is None:
+                key = conn.send_key(space)  # 0-RTT (the EARLY key)
+            pkt = self._build_packet(conn, now, space, remaining, key)
             if pkt is None:
                 continue
             pkts.append(pkt)
-            size = pkt.overhead + sum(len(p) for p in pkt.payload)
-            remaining -= size
+            remaining -= pkt.overhead + pkt.plen
+            # RFC 9000 §14.1: a client's Initial, and a server's ack-eliciting
+            # Initial, go in a datagram of at least 1200 bytes
             if space == INITIAL and (conn.is_client or pkt.eliciting):
                 pad_needed = True
             if remaining < 64:
@@ -682,34 +709,63 @@ class OutQueue:
             if total < MIN_INITIAL_DATAGRAM:
                 pad = min(MIN_INITIAL_DATAGRAM, size_limit) - total
                 if pad > 0:
-                    pkts[-1].payload.append(bytes(pad))
-                    pkts[-1].padded = True
+                    last = pkts[-1]
+                    last.payload.append(bytes(pad))  # PADDING frames
+                    last.plen += pad
+                    last.padded = True
         return self._seal(conn, now, pkts)
 
-    def _header_overhead(self, conn: Any, space: int, pn_len: int, dcid: bytes) -> int:
-        if space == APP and not conn.use_early:
-            return 1 + len(dcid) + pn_len + _TAG_LEN
-        n = 7 + len(dcid) + len(conn.scid) + 2 + pn_len + _TAG_LEN
-        if space == INITIAL:
-            tok = conn.initial_token
-            n += varint_size(len(tok)) + len(tok)
-        return n
+    def _long_prefix(self, conn: Any, space: int, ptype: PacketType) -> tuple[int, bytes]:
+        """The long header (RFC 9000 §17.2) of ``space`` without its first
+        byte, Length and packet number: (type bits << 4 | 0xC0, the bytes).
+        Cached per space; rebuilt when the version, a connection ID or the
+        Initial token changed."""
+        version = conn.version
+        dcid = conn.dcid
+        scid = conn.scid
+        token = conn.initial_token if space == INITIAL else b""
+        t = self._lh_cache[space]
+        if t is not None and t[0] == version and t[1] is dcid and t[2] is scid and (
+                t[3] is token) and t[4] is ptype:
+            return t[5], t[6]
+        first = 0xC0 | (long_type_bits(version, ptype) << 4)
+        parts = [version.to_bytes(4, "big"), _BYTE[len(dcid)], dcid, _BYTE[len(scid)], scid]
+        if ptype == PacketType.INITIAL:
+            parts.append(encode_varint(len(token)))  # RFC 9000 §17.2.2
+            parts.append(token)
+        prefix = b"".join(parts)
+        self._lh_cache[space] = (version, dcid, scid, token, ptype, first, prefix)
+        return first, prefix
 
-    def _build_packet(self, conn: Any, now: float, space: int, budget: int) -> _Pkt | None:
+    def _build_packet(self, conn: Any, now: float, space: int, budget: int,
+                      key: Any = None) -> _Pkt | None:
         pns = conn.spaces[space]
         pn = pns.next_pn
         largest = pns.largest_acked
-        pn_len = packet_number_length(pn, None if largest < 0 else largest)
-        pn_len = max(pn_len, 2)  # keeps the header-protection sample in range cheaply
+        # RFC 9000 §17.1, App. A.2 (at least 2 bytes: keeps the header
+        # protection sample in range cheaply)
+        pn_len = ((pn + 1 if largest < 0 else pn - largest).bit_length() + 8) >> 3
+        if pn_len < 2:
+            pn_len = 2
+        elif pn_len > 4:
+            pn_len = packet_number_length(pn, largest)  # raises
         dcid = conn.dcid
-        overhead = self._header_overhead(conn, space, pn_len, dcid)
+        if space == APP and not conn.use_early:
+            overhead = 1 + len(dcid) + pn_len + _TAG_LEN
+            ptype = PacketType.ONE_RTT
+        else:
+            overhead = 9 + len(dcid) + len(conn.scid) + pn_len + _TAG_LEN
+            if space == INITIAL:
+                tok = conn.initial_token
+                overhead += varint_size(len(tok)) + len(tok)
+                ptype = PacketType.INITIAL
+            else:
+                ptype = PacketType.HANDSHAKE if space == HANDSHAKE else PacketType.ZERO_RTT
         room = budget - overhead
         if room < 32:
             return None
-        ptype = SPACE_PACKET_TYPE[space]
-        if space == APP and conn.use_early:
-            ptype = PacketType.ZERO_RTT
         pkt = _Pkt(space, pn, pn_len, ptype, overhead, dcid)
+        pkt.key = key if key is not None else conn.send_key(space)
         payload = pkt.payload
         records = pkt.records
 
@@ -721,38 +777,52 @@ class OutQueue:
             if space != APP and cf.application:
                 # RFC 9000 §10.2.3: no application close before 1-RTT keys
                 cf = fr.ConnectionCloseFrame(0x0C, 0, b"")
-            enc = cf.encode()
-            payload.append(enc[:room])
+            enc = cf.encode()[:room]
+            payload.append(enc)
             records.append((REC_CLOSE,))
+            pkt.plen = len(enc)  # >= 3 bytes: room for the sample with pn_len >= 2
             return pkt
 
+        plen = 0
         ack_sent = False
-        if pns.ack_pending and (pns.ack_due(now) or self._has_eliciting_data(conn, space)):
+        if pns.ack_pending and (pns.ack_needed or (
+                pns.ack_deadline is not None and now >= pns.ack_deadline)
+                or self._has_eliciting_data(conn, space)):
             ranges = pns.ack_ranges()
             if ranges:
                 delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
-                enc = fr.AckFrame(ranges, delay).encode()
+                if len(ranges) == 1:
+                    # RFC 9000 §19.3: one range, no ECN counts
+                    first, largest_ack = ranges[0]
+                    enc = b"".join((b"\x02", encode_varint(largest_ack), encode_varint(delay),
+                                    b"\x00", encode_varint(largest_ack - first)))
+                else:
+                    enc = fr.AckFrame(ranges, delay).encode()
                 if len(enc) <= room:
                     payload.append(enc)
-                    records.append((REC_ACK, ranges[0][1]))
+                    largest_ack = ranges[0][1]
+                    records.append((REC_ACK, largest_ack))
+                    pkt.largest_ack = largest_ack
                     room -= len(enc)
+                    plen = len(enc)
                     ack_sent = True
 
         probe = self.probes[space] > 0
-        cc = conn.cc
-        cwnd_ok = probe or conn.bytes_in_flight() + budget <= cc.congestion_window
+        cwnd_ok = probe or conn.cc.bytes_in_flight + budget <= conn.cc.congestion_window
         if space == APP and cwnd_ok and not probe and self._has_eliciting_data(conn, space):
             t = conn.pacing_delay(now)
             if t is not None and t > now + 1e-6:  # RFC 9002 §7.7
                 conn.arm_pacing(t)
                 cwnd_ok = False
         if cwnd_ok:
-            room = self._fill(conn, now, space, pkt, room)
+            room2 = self._fill(conn, now, space, pkt, room)
+            plen += room - room2
+            room = room2
         if probe and not pkt.eliciting:
             payload.append(b"\x01")  # PING, RFC 9002 §6.2.4
             records.append((REC_PING,))
             pkt.eliciting = True
-            room -= 1
+            plen += 1
         if pkt.eliciting and probe:
             self.probes[space] -= 1
         if not payload:
@@ -760,9 +830,10 @@ class OutQueue:
         if ack_sent:
             pns.on_ack_sent()
         minp = 4 - pn_len + _SAMPLE_LEN - _TAG_LEN  # RFC 9001 §5.4.2 sample room
-        plen = sum(len(p) for p in payload)
         if plen < minp:
             payload.append(bytes(minp - plen))
+            plen = minp
+        pkt.plen = plen
         return pkt
 
     def _has_eliciting_data(self, conn: Any, space: int) -> bool:
@@ -771,6 +842,9 @@ class OutQueue:
         return space == APP and (bool(self.dgrams) or conn.has_stream_data())
 
     def _fill(self, conn: Any, now: float, space: int, pkt: _Pkt, room: int) -> int:
+        """Append control, CRYPTO, DATAGRAM and STREAM frames within ``room``;
+        returns the room left (every frame appended takes exactly its length
+        off ``room``: ``_build_packet`` derives the payload length from it)."""
         payload = pkt.payload
         records = pkt.records
         ctrl = self.ctrl[space]
@@ -785,7 +859,7 @@ class OutQueue:
             records.append((REC_CTRL, f))
             room -= len(enc)
             pkt.eliciting = True
-        # CRYPTO
+        # CRYPTO (RFC 9000 §19.6)
         buf = self.crypto[space]
         while room > 8 and buf.has_pending():
             off = buf.retx[0][0] if buf.retx else buf.next_off
@@ -794,9 +868,10 @@ class OutQueue:
             if chunk is None:
                 break
             off, data, _ = chunk
-            enc = fr.CryptoFrame(off, data).encode()
+            n = len(data)
+            enc = b"".join((b"\x06", encode_varint(off), encode_varint(n), data))
             payload.append(enc)
-            records.append((REC_CRYPTO, space, off, len(data)))
+            records.append((REC_CRYPTO, space, off, n))
             room -= len(enc)
             pkt.eliciting = True
         if space != APP:
@@ -824,36 +899,66 @@ class OutQueue:
         return room
 
     def _seal(self, conn: Any, now: float, pkts: list[_Pkt]) -> bytes:
+        """Protect each packet (RFC 9001 §5.3 AEAD, §5.4 header protection)
+        in one AEAD call and one mask each, and record it as sent."""
         parts: list[bytes] = []
-        total = 0
+        join = b"".join
+        from_bytes = int.from_bytes
         for pkt in pkts:
-            payload = b"".join(pkt.payload)
             space = pkt.space
-            key = conn.send_key(space)
-            if pkt.ptype == PacketType.ONE_RTT:
-                header = encode_short_header(pkt.dcid, pkt.pn, pkt.pn_len,
-                                             key_phase=conn.key_phase,
-                                             fixed_bit=conn.fixed_bit())
+            key = pkt.key
+            pn = pkt.pn
+            pn_len = pkt.pn_len
+            plain = join(pkt.payload)
+            tpn = pn & _PN_MASK[pn_len]
+            if pkt.ptype is _ONE_RTT:
+                # RFC 9000 §17.3.1
+                first = 0x44 | pn_len - 1 if conn.key_phase else 0x40 | pn_len - 1
+                if not conn.fixed_bit():
+                    first &= 0xBF  # RFC 9287
+                dcid = pkt.dcid
+                if conn.plaintext_1rtt:
+                    # disable_1rtt_encryption (kernel taglen 0)
+                    data = join((_BYTE[first], dcid, tpn.to_bytes(pn_len, "big"), plain))
+                else:
+                    ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), plain,
+                                           join((_BYTE[first], dcid,
+                                                 tpn.to_bytes(pn_len, "big"))))
+                    s = 4 - pn_len  # RFC 9001 §5.4.2 sample
+                    mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
+                    data = join((_BYTE[first ^ (mask[0] & 0x1F)], dcid,
+                                 (tpn ^ from_bytes(mask[1:1 + pn_len], "big")).to_bytes(
+                                     pn_len, "big"), ct))
             else:
-                header = encode_long_header(
-                    pkt.ptype, conn.version, pkt.dcid, conn.scid, pkt.pn, pkt.pn_len,
-                    len(payload), conn.initial_token if space == INITIAL else b"",
-                    key.tag_len)
+                t = self._lh_cache[space]
+                if t is not None and t[1] is conn.dcid and t[2] is conn.scid and (
+                        t[0] == conn.version and t[4] is pkt.ptype and (
+                            space != INITIAL or t[3] is conn.initial_token)):
+                    first = t[5] | pn_len - 1
+                    prefix = t[6]
+                else:
+                    first, prefix = self._long_prefix(conn, space, pkt.ptype)
+                    first |= pn_len - 1
                 if space == HANDSHAKE and not conn.fixed_bit():
-                    header = bytes((header[0] & 0xBF,)) + header[1:]  # RFC 9287
-            if pkt.ptype == PacketType.ONE_RTT and conn.plaintext_1rtt:
-                data = header + payload  # disable_1rtt_encryption (kernel taglen 0)
-            else:
-                data = protect(key, header, payload, pkt.pn)
+                    first &= 0xBF  # RFC 9287
+                # Length covers pn, payload and tag (RFC 9000 §17.2); a
+                # fixed-size field lets the packer size packets up front
+                length = pn_len + len(plain) + key.tag_len
+                lenb = ((length | 0x4000).to_bytes(2, "big") if length < 0x4000
+                        else (length | 0x80000000).to_bytes(4, "big"))
+                ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), plain,
+                                       join((_BYTE[first], prefix, lenb,
+                                             tpn.to_bytes(pn_len, "big"))))
+                s = 4 - pn_len  # RFC 9001 §5.4.2 sample
+                mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
+                data = join((_BYTE[first ^ (mask[0] & 0x0F)], prefix, lenb,
+                             (tpn ^ from_bytes(mask[1:1 + pn_len], "big")).to_bytes(
+                                 pn_len, "big"), ct))
             parts.append(data)
-            total += len(data)
-            pns = conn.spaces[space]
-            pns.next_pn = pkt.pn + 1
+            conn.spaces[space].next_pn = pn + 1
             # RFC 9002 §2: in flight = ack-eliciting or padded
-            sp = SentPacket(pkt.pn, now, len(data), pkt.eliciting,
-                            pkt.eliciting or pkt.padded, pkt.records)
-            if pkt.records and pkt.records[0][0] == REC_ACK:
-                sp.largest_ack = pkt.records[0][1]
-            conn._on_packet_sent(space, sp)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
+            eliciting = pkt.eliciting
+            conn._on_packet_sent(space, SentPacket(pn, now, len(data), eliciting,
+                                                   eliciting or pkt.padded, pkt.records,
+                                                   pkt.largest_ack))
+        return parts[0] if len(parts) == 1 else join(parts)
