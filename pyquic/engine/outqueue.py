@@ -620,17 +620,8 @@ class OutQueue:
                 largest_ack = ranges[0][1]
                 records.append((REC_ACK, largest_ack))
                 room -= len(enc)
-        ctrl = self.ctrl[APP]
         n_ack = len(payload)
-        while ctrl and room > 0:
-            f = ctrl[0]
-            enc = f.encode()
-            if len(enc) > room:
-                break
-            ctrl.popleft()
-            payload.append(enc)
-            records.append((REC_CTRL, f))
-            room -= len(enc)
+        _take_ctrl(self.ctrl[APP], payload, records, room)
         if len(payload) == n_ack:
             return None  # the first control frame does not fit: general packer
         return self._seal_short(conn, now, pns, payload, records, True, largest_ack)
@@ -848,17 +839,11 @@ class OutQueue:
         payload = pkt.payload
         records = pkt.records
         ctrl = self.ctrl[space]
-        # control frames
-        while ctrl and room > 0:
-            f = ctrl[0]
-            enc = f.encode()
-            if len(enc) > room:
-                break
-            ctrl.popleft()
-            payload.append(enc)
-            records.append((REC_CTRL, f))
-            room -= len(enc)
-            pkt.eliciting = True
+        if ctrl:
+            n = len(payload)
+            room = _take_ctrl(ctrl, payload, records, room)
+            if len(payload) > n:
+                pkt.eliciting = True
         # CRYPTO (RFC 9000 §19.6)
         buf = self.crypto[space]
         while room > 8 and buf.has_pending():
@@ -962,3 +947,19 @@ class OutQueue:
                                                    eliciting or pkt.padded, pkt.records,
                                                    pkt.largest_ack))
         return parts[0] if len(parts) == 1 else join(parts)
+
+
+def _take_ctrl(ctrl: deque[Any], payload: list[bytes], records: list[tuple[Any, ...]],
+               room: int) -> int:
+    """Move the queued control frames that fit in ``room`` bytes into a packet,
+    in order (the first that does not fit stops it); returns the room left."""
+    while ctrl and room > 0:
+        f = ctrl[0]
+        enc = f.encode()
+        if len(enc) > room:
+            break
+        ctrl.popleft()
+        payload.append(enc)
+        records.append((REC_CTRL, f))
+        room -= len(enc)
+    return room

@@ -39,6 +39,17 @@ def _inject(src: QuicConnection, dst: QuicConnection, payload: bytes,
     dst.receive_datagram(_protected(src, payload), src_addr, dst_addr, now or dst._now)
 
 
+def _read_all(conn: QuicConnection) -> bytes:
+    """Everything readable now (at most 10 reads)."""
+    got = b""
+    for _ in range(10):
+        item = conn.recv(65536)
+        if item is None:
+            break
+        got += item.data
+    return got
+
+
 def _open_stream(sim: NetSim) -> int:
     """Client stream 0 with some data delivered, so the server knows it."""
     sim.client.send_stream(0, b"hello", NEW, True)
@@ -211,12 +222,7 @@ def test_fast_receive_out_of_order_and_gap_fill(monkeypatch: pytest.MonkeyPatch)
     _inject(sim.client, srv, frame(5 + 350, b"x" * 100))  # duplicate inside the gap
     assert srv.recv(65536) is None
     _inject(sim.client, srv, frame(5, b"a" * 300))  # fills it
-    got = b""
-    for _ in range(10):
-        item = srv.recv(65536)
-        if item is None:
-            break
-        got += item.data
+    got = _read_all(srv)
     assert got == b"a" * 300 + b"c" * 300 + b"d" * 300
     assert not general
     assert srv.state == ConnState.ESTABLISHED
@@ -316,12 +322,7 @@ def test_receive_datagrams_batch_matches_one_by_one() -> None:
     bad[-1] ^= 1  # fails authentication: dropped
     srv.receive_datagrams([p1, p2, p1, bytes(bad), p4, p3], CLIENT_ADDR, SERVER_ADDR, sim.now)
     assert srv.state == ConnState.ESTABLISHED
-    got = b""
-    for _ in range(10):
-        item = srv.recv(65536)
-        if item is None:
-            break
-        got += item.data
+    got = _read_all(srv)
     assert got == b"aaaabbbbccccdddd"
     pns = srv.spaces[APP]
     assert pns.largest_received == sim.client.spaces[APP].next_pn - 1
