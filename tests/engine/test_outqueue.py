@@ -158,7 +158,7 @@ def test_general_packer_sealing_matches_reference_protect(monkeypatch) -> None:
         assert sim.handshake()
         snd = StreamSender(sim.client, [b"d" * 20000])
         sim.on_step = lambda s, snd=snd: snd.step()
-        sim.run(lambda s: snd.done, max_time=30)
+        sim.run(lambda s, snd=snd: snd.done, max_time=30)
         sim.client.close(sim.now, 5)
         sim.run(lambda s: False, max_time=1)
     assert all(checked.values()), checked
