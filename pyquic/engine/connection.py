@@ -186,14 +186,15 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from .. import abi
+from .._hmac import HmacKey
 from .._rand import urandom
 from ..abi import CryptoLevel, EventType, StreamState
 from . import frame as fr
 from .common import Buffer
 from .cong import Pacer, RttEstimator, new_congestion_control
-from .connid import DestConnIdSet, SourceConnIdSet
+from .connid import RESET_TOKEN_LEN, DestConnIdSet, SourceConnIdSet
 from .crypto import PacketKey, hash_for_cipher, initial_keys
-from .endpoint import TOKEN_NEW, TOKEN_RETRY, make_token, open_token, reset_token
+from .endpoint import TOKEN_NEW, TOKEN_RETRY, make_token, open_token, reset_token_key
 from .errors import (
     APPLICATION_ERROR,
     CONNECTION_ID_LIMIT_ERROR,
@@ -429,6 +430,8 @@ class QuicConnection:
         # static secret: address-validation tokens and stateless reset tokens
         # (endpoint.py); a listener's is inherited by its accepted connections
         self.static_key = random(32)
+        # (static key, its reset-token HMAC key), built on first use
+        self._reset_hk: tuple[bytes, HmacKey] | None = None
         self.source = SourceConnIdSet(random, CID_LEN, token_for=self._reset_token_for)
         self.dest = DestConnIdSet(DEF_ACTIVE_CID_LIMIT)
         self.scid = b""
@@ -725,7 +728,12 @@ class QuicConnection:
                           random=self._random)
 
     def _reset_token_for(self, cid: bytes) -> bytes:
-        return reset_token(self.static_key, cid)
+        # == reset_token(self.static_key, cid), with the HMAC key set up once
+        # per connection (about seven tokens per handshake)
+        hk = self._reset_hk
+        if hk is None or hk[0] is not self.static_key:
+            hk = self._reset_hk = (self.static_key, reset_token_key(self.static_key))
+        return hk[1].digest(cid)[:RESET_TOKEN_LEN]
 
     def _issue_cids(self) -> None:
         for c in self.source.issue():

@@ -34,12 +34,14 @@ Public API (stable):
 from __future__ import annotations
 
 import hmac
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM, ChaCha20Poly1305
 
+from pyquic._hmac import HmacKey, hmac_digest
 from pyquic.abi import TlsCipher, Version
 
 from .errors import CryptoError
@@ -118,32 +120,54 @@ def hash_for_cipher(cipher: int) -> str:
 
 def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2)."""
-    return hmac.digest(salt, ikm, hash_name)
+    return hmac_digest(salt, ikm, hash_name)
+
+
+# (label, length) -> HkdfLabel without the context (RFC 8446 §7.1); QUIC's
+# labels are a handful of constants, other callers' labels are not kept
+# beyond _INFO_MAX entries
+_INFO: dict[tuple[bytes, int], bytes] = {}
+_INFO_MAX = 64
+
+
+def _label_info(label: bytes, length: int) -> bytes:
+    """length || len("tls13 " + label) || "tls13 " + label (no context yet)."""
+    info = _INFO.get((label, length))
+    if info is None:
+        full_label = b"tls13 " + label
+        info = length.to_bytes(2, "big") + bytes((len(full_label),)) + full_label
+        if len(_INFO) < _INFO_MAX:
+            _INFO[(label, length)] = info
+    return info
 
 
 def hkdf_expand_label(
     hash_name: str, secret: bytes, label: bytes, context: bytes, length: int
 ) -> bytes:
     """TLS 1.3 HKDF-Expand-Label (RFC 8446 §7.1); ``label`` lacks "tls13 "."""
-    full_label = b"tls13 " + label
-    info = (
-        length.to_bytes(2, "big")
-        + bytes((len(full_label),))
-        + full_label
-        + bytes((len(context),))
-        + context
-    )
+    info = _label_info(label, length) + bytes((len(context),)) + context
     # HKDF-Expand (RFC 5869 §2.3)
-    block = hmac.digest(secret, info + b"\x01", hash_name)
+    block = hmac_digest(secret, info + b"\x01", hash_name)
     if length <= len(block):  # one block: every QUIC key, IV and secret
         return block[:length]
     out = block
     counter = 2
     while len(out) < length:
-        block = hmac.digest(secret, block + info + bytes((counter,)), hash_name)
+        block = hmac_digest(secret, block + info + bytes((counter,)), hash_name)
         out += block
         counter += 1
     return out[:length]
+
+
+def _expand_labels(
+    hash_name: str, secret: bytes, labels: tuple[tuple[bytes, int], ...]
+) -> list[bytes]:
+    """HKDF-Expand-Label(secret, label, "", length) for each (label, length),
+    all one block long (QUIC keys, IVs and header protection keys), with the
+    HMAC key set up once."""
+    hk = HmacKey(secret, hash_name)
+    return [hk.digest(_label_info(label, length) + b"\x00\x01")[:length]
+            for label, length in labels]
 
 
 def _check_version(version: int) -> None:
@@ -160,11 +184,34 @@ def initial_secrets(version: int, dcid: bytes) -> tuple[bytes, bytes]:
     return client, server
 
 
+_Material = tuple[bytes, bytes, bytes]  # (key, iv, hp key)
+
+
+@lru_cache(maxsize=128)
+def _initial_material(
+    version: int, dcid: bytes
+) -> tuple[bytes, bytes, _Material, _Material]:
+    """(client secret, server secret, client key material, server key material).
+
+    Cached: Initial keys are public by design (RFC 9001 §5.2: a public salt and
+    the client's DCID), and the same ones are derived again for a packet and
+    its connection (a server reads the first ClientHello before accepting; a
+    client and a server in one process derive the same keys).  Bounded LRU.
+    """
+    client, server = initial_secrets(version, dcid)
+    l_key, l_iv, l_hp, _ = _LABELS[version]
+    labels = ((l_key, 16), (l_iv, _IV_LEN), (l_hp, 16))  # AES-128-GCM
+    ck, civ, chp = _expand_labels("sha256", client, labels)
+    sk, siv, shp = _expand_labels("sha256", server, labels)
+    return client, server, (ck, civ, chp), (sk, siv, shp)
+
+
 def initial_keys(version: int, dcid: bytes, is_client: bool) -> tuple[PacketKey, PacketKey]:
     """Return (send, receive) Initial packet keys for this endpoint."""
-    client, server = initial_secrets(version, dcid)
-    ckey = PacketKey(TLS_CIPHER_AES_GCM_128, client, version)
-    skey = PacketKey(TLS_CIPHER_AES_GCM_128, server, version)
+    _check_version(version)
+    client, server, cmat, smat = _initial_material(version, bytes(dcid))
+    ckey = PacketKey(TLS_CIPHER_AES_GCM_128, client, version, _material=cmat)
+    skey = PacketKey(TLS_CIPHER_AES_GCM_128, server, version, _material=smat)
     return (ckey, skey) if is_client else (skey, ckey)
 
 
@@ -182,6 +229,8 @@ class PacketKey:
         "_aead",
         "_hp_encryptor",
         "_iv_int",
+        "_material",
+        "_prev",
         "cipher",
         "hash_name",
         "hp_key",
@@ -193,7 +242,9 @@ class PacketKey:
     )
 
     def __init__(
-        self, cipher: int, secret: bytes, version: int, *, _hp_key: bytes | None = None
+        self, cipher: int, secret: bytes | None, version: int, *,
+        _hp_key: bytes | None = None, _material: _Material | None = None,
+        _prev: PacketKey | None = None,
     ) -> None:
         _check_version(version)
         try:
@@ -202,11 +253,19 @@ class PacketKey:
             raise ValueError(f"unsupported cipher {cipher}") from None
         self.cipher = int(cipher)
         self.version = version
-        self.secret = secret
+        if secret is not None:
+            self.secret = secret
+        elif _prev is None:
+            raise ValueError("a packet key needs a secret")
         self.hash_name = hash_name
         self.tag_len = _TAG_LEN
         if _hp_key is not None:
             self.hp_key = _hp_key
+        # (key, iv, hp) already derived (Initial keys, see initial_keys)
+        self._material = _material
+        # the key of the previous phase: this one's secret and hp key come
+        # from it, on first use (next_phase)
+        self._prev = _prev
         # key, iv, hp_key and the cipher objects are derived on first use
         # (__getattr__): a key that never protects a packet costs no HKDF and
         # no cipher context (e.g. the next key phase's, kept ready for a key
@@ -217,19 +276,44 @@ class PacketKey:
         if name in _LAZY_ATTRS:
             self._derive()
             return object.__getattribute__(self, name)
+        if name == "secret":
+            return self._next_secret()
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _next_secret(self) -> bytes:
+        """RFC 9001 §6.1: this phase's secret from the previous phase's."""
+        prev = self._prev
+        if prev is None:  # pragma: no cover - __init__ sets one of the two
+            raise AttributeError("secret")
+        ku = _LABELS[self.version][3]
+        prev_secret = prev.secret
+        secret = hkdf_expand_label(self.hash_name, prev_secret, ku, b"", len(prev_secret))
+        self.secret = secret
+        return secret
 
     def _derive(self) -> None:
         """Derive the packet protection keys (RFC 9001 §5.1) and build the ciphers."""
         key_len, hash_name = _CIPHERS[self.cipher]
-        l_key, l_iv, l_hp, _ = _LABELS[self.version]
-        secret = self.secret
-        key = hkdf_expand_label(hash_name, secret, l_key, b"", key_len)
-        iv = hkdf_expand_label(hash_name, secret, l_iv, b"", _IV_LEN)
-        try:
-            hp_key = object.__getattribute__(self, "hp_key")
-        except AttributeError:
-            hp_key = hkdf_expand_label(hash_name, secret, l_hp, b"", key_len)
+        material = self._material
+        if material is not None:
+            key, iv, hp_key = material
+            self._material = None
+        else:
+            l_key, l_iv, l_hp, _ = _LABELS[self.version]
+            secret = self.secret
+            prev = self._prev
+            try:
+                hp_key = object.__getattribute__(self, "hp_key")
+            except AttributeError:
+                if prev is not None:  # RFC 9001 §6: the hp key is not updated
+                    hp_key = prev.hp_key
+                    key, iv = _expand_labels(hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN)))
+                else:
+                    key, iv, hp_key = _expand_labels(
+                        hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN), (l_hp, key_len)))
+            else:
+                key, iv = _expand_labels(hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN)))
+            self._prev = None  # secret and hp key taken: let the old phase go
         aead: AESGCM | AESCCM | ChaCha20Poly1305
         if self.cipher == TLS_CIPHER_CHACHA20_POLY1305:
             aead = ChaCha20Poly1305(key)
@@ -270,10 +354,12 @@ class PacketKey:
         return enc.update(_HP_ZERO)
 
     def next_phase(self) -> PacketKey:
-        """Return the key of the next key phase (RFC 9001 §6.1)."""
-        ku = _LABELS[self.version][3]
-        secret = hkdf_expand_label(self.hash_name, self.secret, ku, b"", len(self.secret))
-        return PacketKey(self.cipher, secret, self.version, _hp_key=self.hp_key)
+        """Return the key of the next key phase (RFC 9001 §6.1).
+
+        Nothing is derived until the new key is used: its secret ("quic ku")
+        and its keys come from this one on first access.
+        """
+        return PacketKey(self.cipher, None, self.version, _prev=self)
 
 
 def retry_integrity_tag(version: int, odcid: bytes, retry_without_tag: bytes) -> bytes:

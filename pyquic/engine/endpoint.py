@@ -14,6 +14,7 @@ Public API::
     make_token(key, kind, addr, now, odcid=b"", random=pyquic._rand.urandom) -> bytes
     open_token(key, token, addr, now) -> tuple[int, bytes] | None   # (kind, odcid)
     reset_token(key, cid) -> bytes              # 16-byte stateless reset token
+    reset_token_key(key) -> HmacKey             # .digest(cid)[:16] == reset_token(key, cid)
     @dataclass class Decision: accept: bool; response: bytes | None; reason: str
     stateless_response(datagram, remote, local, now, listener,
                        *, cid_len=8, random=pyquic._rand.urandom) -> Decision
@@ -35,8 +36,6 @@ token to the host only (the client's next connection uses another port).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .._hmac import HmacKey, hmac_digest
 from .._rand import urandom
 from .crypto import hkdf_expand_label, hkdf_extract, initial_keys
 from .errors import CONNECTION_REFUSED, INVALID_TOKEN
@@ -72,6 +72,7 @@ __all__ = [
     "open_token",
     "refuse_response",
     "reset_token",
+    "reset_token_key",
     "stateless_response",
 ]
 
@@ -136,7 +137,13 @@ def open_token(key: bytes, token: bytes, addr: Any, now: float) -> tuple[int, by
 def reset_token(key: bytes, cid: bytes) -> bytes:
     """The stateless reset token for one of our connection IDs (RFC 9000
     §10.3.2: derived from a static key so it survives losing the state)."""
-    return hmac.new(_subkey(key, b"stateless_reset"), cid, hashlib.sha256).digest()[:16]
+    return hmac_digest(_subkey(key, b"stateless_reset"), cid, "sha256")[:16]
+
+
+def reset_token_key(key: bytes) -> HmacKey:
+    """The HMAC key behind :func:`reset_token`, for computing many tokens:
+    ``reset_token_key(key).digest(cid)[:16] == reset_token(key, cid)``."""
+    return HmacKey(_subkey(key, b"stateless_reset"), "sha256")
 
 
 @dataclass

@@ -1,15 +1,16 @@
 """The TLS 1.3 key schedule (RFC 8446 §7.1) and cipher-suite parameters.
 
-Uses the standard library's ``hmac``/``hashlib`` for HKDF: they are the fastest
-HMAC available to CPython and keep this module free of state beyond bytes.
+HKDF runs on ``pyquic._hmac`` (RFC 2104 on ``hashlib`` objects, faster than
+``hmac.digest`` for these short messages); this module keeps no state beyond
+bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 
+from pyquic._hmac import hmac_digest
 from pyquic.tls.messages import CipherSuite, HandshakeType
 
 #: linux/tls.h TLS_CIPHER_* values the kernel expects in quic_crypto_secret.type.
@@ -49,18 +50,18 @@ def hkdf_extract(hash_name: str, salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract (RFC 5869 §2.2)."""
     if not salt:
         salt = bytes(_digest_size(hash_name))
-    return hmac.digest(salt, ikm, hash_name)
+    return hmac_digest(salt, ikm, hash_name)
 
 
 def hkdf_expand(hash_name: str, prk: bytes, info: bytes, length: int) -> bytes:
     """HKDF-Expand (RFC 5869 §2.3)."""
-    block = hmac.digest(prk, info + b"\x01", hash_name)
+    block = hmac_digest(prk, info + b"\x01", hash_name)
     if length <= len(block):  # one block: every TLS 1.3 secret, key and IV
         return block[:length]
     out = block
     counter = 2
     while len(out) < length:
-        block = hmac.digest(prk, block + info + bytes((counter,)), hash_name)
+        block = hmac_digest(prk, block + info + bytes((counter,)), hash_name)
         out += block
         counter += 1
     return out[:length]
@@ -79,7 +80,7 @@ def finished_verify_data(hash_name: str, base_key: bytes, transcript_hash: bytes
     """verify_data = HMAC(finished_key, Transcript-Hash) (RFC 8446 §4.4.4)."""
     size = _digest_size(hash_name)
     finished_key = hkdf_expand_label(hash_name, base_key, b"finished", b"", size)
-    return hmac.digest(finished_key, transcript_hash, hash_name)
+    return hmac_digest(finished_key, transcript_hash, hash_name)
 
 
 #: Hash("") per hash name: a constant of the key schedule (§7.1 "derived")

@@ -118,8 +118,8 @@ def decrypt_client_initial(data: bytes) -> tuple[LongHeader, bytes]:
     if pn_offset + length > len(data) or length < 20:
         raise InitialError("bad Initial length")
     try:
-        client_secret, _ = _crypto.initial_secrets(hdr.version, hdr.dcid)
-        key = _crypto.PacketKey(_crypto.TLS_CIPHER_AES_GCM_128, client_secret, hdr.version)
+        # the server's receive key: the same (cached) one its connection gets
+        key = _crypto.initial_keys(hdr.version, hdr.dcid, False)[1]
     except ValueError as exc:
         raise InitialError(str(exc)) from None
     sample = bytes(data[pn_offset + 4 : pn_offset + 20])
@@ -233,8 +233,7 @@ def build_refuse(data: bytes, errcode: int = CONNECTION_REFUSED) -> bytes:
     if not is_initial(hdr):
         raise InitialError("not an Initial packet")
     try:
-        _, server_secret = _crypto.initial_secrets(hdr.version, hdr.dcid)
-        key = _crypto.PacketKey(_crypto.TLS_CIPHER_AES_GCM_128, server_secret, hdr.version)
+        key = _crypto.initial_keys(hdr.version, hdr.dcid, False)[0]
     except ValueError as exc:
         raise InitialError(str(exc)) from None
     frame = (

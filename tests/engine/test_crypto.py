@@ -155,21 +155,35 @@ def test_retry_integrity_tag_v1_v2() -> None:
     assert not verify_retry_integrity(VERSION_1, b"\x00" + DCID[1:], v1)
 
 
-def test_packet_key_derives_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A PacketKey runs no HKDF until it is used; the next phase's key (kept
-    for a key update) reuses the hp key and derives the rest on first use."""
+def _count_hkdf(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record the label of every HKDF-Expand-Label the crypto module runs."""
     from pyquic.engine import crypto
 
     calls: list[bytes] = []
     real = crypto.hkdf_expand_label
+    real_many = crypto._expand_labels
 
     def counting(hash_name: str, secret: bytes, label: bytes, context: bytes,
                  length: int) -> bytes:
         calls.append(label)
         return real(hash_name, secret, label, context, length)
 
-    client, _server = initial_secrets(VERSION_1, DCID)
+    def counting_many(hash_name: str, secret: bytes,
+                      labels: tuple[tuple[bytes, int], ...]) -> list[bytes]:
+        calls.extend(label for label, _ in labels)
+        return real_many(hash_name, secret, labels)
+
     monkeypatch.setattr(crypto, "hkdf_expand_label", counting)
+    monkeypatch.setattr(crypto, "_expand_labels", counting_many)
+    return calls
+
+
+def test_packet_key_derives_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PacketKey runs no HKDF until it is used; the next phase's key (kept
+    for a key update) costs nothing until used, then derives its secret and
+    key + iv, and reuses the hp key."""
+    client, _server = initial_secrets(VERSION_1, DCID)
+    calls = _count_hkdf(monkeypatch)
     k = PacketKey(TLS_CIPHER_AES_GCM_128, client, VERSION_1)
     assert calls == []
     # RFC 9001 A.1 values, derived on first access (key, iv and hp at once)
@@ -180,10 +194,89 @@ def test_packet_key_derives_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(calls) == 3
     calls.clear()
     nxt = k.next_phase()
-    assert calls == [b"quic ku"]
-    ct = nxt.encrypt(1, b"h", b"p")  # first use: key and iv, not hp
+    assert calls == []
+    ct = nxt.encrypt(1, b"h", b"p")  # first use: secret, key and iv, not hp
     assert calls == [b"quic ku", b"quic key", b"quic iv"]
     assert nxt.hp_key == k.hp_key
+    assert nxt.secret == hkdf_expand_label("sha256", client, b"quic ku", b"", 32)
     assert PacketKey(TLS_CIPHER_AES_GCM_128, nxt.secret, VERSION_1).decrypt(1, b"h", ct) == b"p"
     with pytest.raises(AttributeError):
         k.no_such_attribute  # noqa: B018
+
+
+def test_lazy_next_phase_chain() -> None:
+    """Two phases ahead, nothing used in between: the same keys as eager
+    derivation, and a used key no longer holds the previous phase."""
+    secret = bytes(range(32))
+    k0 = PacketKey(TLS_CIPHER_AES_GCM_128, secret, VERSION_2)
+    k2 = k0.next_phase().next_phase()
+    s1 = hkdf_expand_label("sha256", secret, b"quicv2 ku", b"", 32)
+    s2 = hkdf_expand_label("sha256", s1, b"quicv2 ku", b"", 32)
+    eager = PacketKey(TLS_CIPHER_AES_GCM_128, s2, VERSION_2)
+    assert k2.key == eager.key and k2.iv == eager.iv
+    assert k2.hp_key == k0.hp_key != eager.hp_key
+    assert k2.secret == s2
+    assert k2._prev is None
+    ct = k2.encrypt(3, b"h", b"x")
+    assert eager.decrypt(3, b"h", ct) == b"x"
+    with pytest.raises(ValueError):
+        PacketKey(TLS_CIPHER_AES_GCM_128, None, VERSION_1)
+
+
+def test_initial_keys_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Initial keys (public, RFC 9001 §5.2) are derived once per (version,
+    DCID); the cache tells versions and DCIDs apart and stays bounded."""
+    from pyquic.engine import crypto
+
+    crypto._initial_material.cache_clear()
+    calls = _count_hkdf(monkeypatch)
+    csend, crecv = initial_keys(VERSION_1, DCID, True)
+    n = len(calls)
+    assert n == 8  # client in, server in; key, iv, hp for each
+    ssend, srecv = initial_keys(VERSION_1, bytearray(DCID), False)
+    assert len(calls) == n  # served from the cache
+    for key in (csend, srecv):  # RFC 9001 A.1
+        assert key.key.hex() == "1f369613dd76d5467730efcbe3b1a22d"
+        assert key.iv.hex() == "fa044b2f42a3fd3b46fb255c"
+        assert key.hp_key.hex() == "9f50449e04a0e810283a1e9933adedd2"
+    assert ssend.key == crecv.key == bytes.fromhex("cf3a5331653c364c88f0f379b6067e37")
+    v2_send, _ = initial_keys(VERSION_2, DCID, True)  # RFC 9369 A.1
+    assert v2_send.key.hex() == "8b1a0bc121284290a29e0971b5cd045d"
+    other, _ = initial_keys(VERSION_1, DCID[:-1] + b"\x00", True)
+    assert other.key != csend.key
+    # each PacketKey builds its own cipher objects
+    assert csend._aead is not srecv._aead
+    assert crypto._initial_material.cache_info().maxsize is not None
+    with pytest.raises(ValueError):
+        initial_keys(0xFF00001D, DCID, True)
+
+
+@pytest.mark.parametrize("hash_name", ["sha256", "sha384", "sha512"])
+@pytest.mark.parametrize("key_len", [0, 16, 32, 48, 64, 65, 128, 129, 200])
+def test_hmac_helpers_match_stdlib(hash_name: str, key_len: int) -> None:
+    import hmac
+
+    from pyquic._hmac import HmacKey, hmac_digest
+
+    key = bytes((i * 7 + 1) & 0xFF for i in range(key_len))
+    hk = HmacKey(key, hash_name)
+    for msg in (b"", b"abc", bytes(range(256)) * 3):
+        expected = hmac.digest(key, msg, hash_name)
+        assert hmac_digest(key, msg, hash_name) == expected
+        assert hk.digest(msg) == expected  # reusable: states are copied
+        assert hk.digest(msg) == expected
+
+
+def test_reset_token_key_matches_reset_token() -> None:
+    import hashlib
+    import hmac
+
+    from pyquic.engine.endpoint import _subkey, reset_token, reset_token_key
+
+    key = bytes(range(32))
+    hk = reset_token_key(key)
+    for cid in (b"", b"\x01" * 8, bytes(range(20))):
+        expected = hmac.new(_subkey(key, b"stateless_reset"), cid, hashlib.sha256).digest()[:16]
+        assert reset_token(key, cid) == expected
+        assert hk.digest(cid)[:16] == expected
+    assert reset_token_key(bytes(32)).digest(b"x") != hk.digest(b"x")
