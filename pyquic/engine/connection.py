@@ -179,6 +179,7 @@ import hmac
 import ipaddress
 import os
 import socket as _socket_consts  # AF_* constants only (sans-I/O)
+import weakref
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any
@@ -310,6 +311,18 @@ class ConnState(IntEnum):
     DRAINING = 5
 
 
+def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (bound) as a callable that does not keep its object alive: a
+    part of the connection calling back into it then forms no reference cycle,
+    so a closed connection is freed at once rather than by the cyclic GC."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        return ref()(*args)  # type: ignore[misc]
+
+    return call
+
+
 def _oserr(code: int, msg: str = "") -> OSError:
     return OSError(code, msg or os.strerror(code))
 
@@ -432,7 +445,8 @@ class QuicConnection:
         self.static_key = random(32)
         # (static key, its reset-token HMAC key), built on first use
         self._reset_hk: tuple[bytes, HmacKey] | None = None
-        self.source = SourceConnIdSet(random, CID_LEN, token_for=self._reset_token_for)
+        self.source = SourceConnIdSet(random, CID_LEN,
+                                      token_for=_weak_method(self._reset_token_for))
         self.dest = DestConnIdSet(DEF_ACTIVE_CID_LIMIT)
         self.scid = b""
         self.dcid = b""
