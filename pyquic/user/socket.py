@@ -1072,11 +1072,8 @@ class QuicSocket(QuicSocketMixin):
                 now = time.monotonic()
                 if self._conn.has_output(now):
                     self._after(now)
-                else:  # the usual read: nothing to send
-                    LOOP.schedule(self)  # has_output may have re-armed timers
-                    self._update_readiness()
-                    self._wake()
-                    LOOP.poll_now(now)
+                else:  # the usual read: nothing to send (timers re-read)
+                    self._after_quiet(now)
             else:
                 # a handshake message leaves the ACKs it causes corked: the
                 # driver answers at once (secrets, then its flight), so they
