@@ -161,19 +161,7 @@ class SendBuffer:
         if offset <= self.base:
             self._advance(end)
             return
-        acked = self.acked
-        # insert [offset, end) into the ascending, merged ``acked`` list
-        i = len(acked)
-        while i > 0 and acked[i - 1][0] > offset:
-            i -= 1
-        acked.insert(i, [offset, end])
-        merged: list[list[int]] = []
-        for r in acked:
-            if merged and r[0] <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], r[1])
-            else:
-                merged.append(r)
-        self.acked = merged
+        self.acked = _add_range(self.acked, offset, end)
 
     def _advance(self, end: int) -> None:
         acked = self.acked
@@ -191,19 +179,7 @@ class SendBuffer:
         end = offset + length
         if end <= self.base or not length:
             return
-        start = max(offset, self.base)
-        retx = self.retx
-        i = len(retx)
-        while i > 0 and retx[i - 1][0] > start:
-            i -= 1
-        retx.insert(i, [start, end])
-        merged: list[list[int]] = []
-        for r in retx:
-            if merged and r[0] <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], r[1])
-            else:
-                merged.append(r)
-        self.retx = merged
+        self.retx = _add_range(self.retx, max(offset, self.base), end)
 
     def all_acked(self) -> bool:
         return not self.buf and (self.fin_off is None or self.fin_acked)
@@ -963,3 +939,19 @@ def _take_ctrl(ctrl: deque[Any], payload: list[bytes], records: list[tuple[Any, 
         records.append((REC_CTRL, f))
         room -= len(enc)
     return room
+
+
+def _add_range(ranges: list[list[int]], start: int, end: int) -> list[list[int]]:
+    """``ranges`` (ascending, merged [start, end) pairs) with [start, end)
+    inserted and overlapping or touching neighbours merged."""
+    i = len(ranges)
+    while i > 0 and ranges[i - 1][0] > start:
+        i -= 1
+    ranges.insert(i, [start, end])
+    merged: list[list[int]] = []
+    for r in ranges:
+        if merged and r[0] <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], r[1])
+        else:
+            merged.append(r)
+    return merged
