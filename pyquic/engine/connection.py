@@ -1000,19 +1000,8 @@ class QuicConnection:
     def receive_datagram(self, data: bytes, remote: Addr, local: Addr, now: float) -> None:
         """Process one UDP datagram from ``remote`` received on ``local``."""
         self._now = now
-        if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
-                and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
-                and remote == self.paths.remote and self._left_remote is None \
-                and (not self.per_path_io or local == self.paths.local):
-            try:
-                if self._receive_short_fast(data, remote, local, now):
-                    return
-            except QuicError as e:
-                self._close_transport(e.error_code, e.frame_type or 0, e.reason)
-                return
-            except (ValueError, LookupError) as e:  # defensive: never crash the caller
-                self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
-                return
+        if self._receive_fast(data, remote, local, now):
+            return
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return
         if self.state == ConnState.CLOSING:
@@ -1096,23 +1085,30 @@ class QuicConnection:
         datagrams from one peer to one local address (a GRO batch).  The same
         per-datagram checks pick the 1-RTT fast path, with one call per
         datagram fewer."""
-        fast = self._receive_short_fast
+        self._now = now
+        fast = self._receive_fast
         for data in datagrams:
-            if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
-                    and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
-                    and remote == self.paths.remote \
-                    and (not self.per_path_io or local == self.paths.local):
-                self._now = now
-                try:
-                    if fast(data, remote, local, now):
-                        continue
-                except QuicError as e:
-                    self._close_transport(e.error_code, e.frame_type or 0, e.reason)
-                    continue
-                except (ValueError, LookupError) as e:  # defensive, as receive_datagram
-                    self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
-                    continue
-            self.receive_datagram(data, remote, local, now)
+            if not fast(data, remote, local, now):
+                self.receive_datagram(data, remote, local, now)
+
+    def _receive_fast(self, data: bytes, remote: Addr, local: Addr, now: float) -> bool:
+        """``_receive_short_fast`` where its preconditions hold (established, a
+        1-RTT packet on the current path, not while a left server address is
+        watched); True when the datagram was handled, the connection closed by
+        an error in it included."""
+        if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
+                and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
+                and remote == self.paths.remote and self._left_remote is None \
+                and (not self.per_path_io or local == self.paths.local):
+            try:
+                return self._receive_short_fast(data, remote, local, now)
+            except QuicError as e:
+                self._close_transport(e.error_code, e.frame_type or 0, e.reason)
+                return True
+            except (ValueError, LookupError) as e:  # defensive: never crash the caller
+                self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
+                return True
+        return False
 
     def _receive_short_fast(self, data: bytes, remote: Addr, local: Addr, now: float) -> bool:
         """A 1-RTT packet on the current path in the current key phase: header
@@ -1267,13 +1263,19 @@ class QuicConnection:
     def _flush_rx(self) -> None:
         """Work deferred by the fast receive path, once per batch of datagrams:
         flow-control updates, the ACK timer and the idle timer (RFC 9000 §10.1)."""
+        if self._rx_idle_timer():
+            self._queue_flow_updates()
+            self._set_ack_timer()
+
+    def _rx_idle_timer(self) -> bool:
+        """The idle timer after what the fast receive path took (RFC 9000
+        §10.1), clearing ``_rx_dirty``; False on a closed connection."""
         self._rx_dirty = False
         if self.is_closed:
-            return
+            return False
         if self._idle_timeout:
             self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
-        self._queue_flow_updates()
-        self._set_ack_timer()
+        return True
 
     def _receive_packet(self, data: bytes, hdr: Any, remote: Addr, local: Addr,
                         now: float) -> bool:
@@ -2106,11 +2108,9 @@ class QuicConnection:
     def _collect(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         self._now = now
         if self._rx_dirty:
-            # _flush_rx's idle timer; its flow-control updates and ACK timer
-            # are what every flush below does anyway
-            self._rx_dirty = False
-            if self._idle_timeout and not self.is_closed:
-                self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
+            # only the idle timer: the flow-control updates and the ACK timer
+            # of _flush_rx are what every flush below does anyway
+            self._rx_idle_timer()
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return []
         if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
