@@ -514,6 +514,11 @@ class QuicConnection:
         # loss/ACK timers to re-arm before they are next read (_rearm_timers):
         # once per flush, after the datagrams went out, not once per ACK
         self._timers_stale = False
+        self._idle_stale = False  # the idle timer too (from _last_activity)
+        # the peer's ACK of a request/response packet, processed once the
+        # reply left (settle): (frame, arrival time)
+        self._ack_later: tuple[fr.AckFrame, float] | None = None
+        self._losses = 0  # ACK-driven loss detections that found lost packets
         self._rx_dcid_seq: int | None = None  # seq of the DCID of the packet in hand
 
     # ================================================================ helpers
@@ -1002,6 +1007,8 @@ class QuicConnection:
         self._now = now
         if self._receive_fast(data, remote, local, now):
             return
+        if self._ack_later is not None:
+            self.settle()
         if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
             return
         if self.state == ConnState.CLOSING:
@@ -1079,6 +1086,28 @@ class QuicConnection:
         self._queue_flow_updates()
         self._set_ack_timer()
 
+    def settle(self) -> bool:
+        """Process the ACK that the fast receive path left for after the reply
+        (a request/response packet's ACK): the data reaches the application
+        and the reply leaves first; the RTT sample still counts from the
+        packet's arrival (RFC 9002 §5.1).  Runs before anything that reads the
+        loss-recovery state (timers, the next receive, a full send buffer or
+        window).  True when it queued something to send: a CONNECTION_CLOSE,
+        or the retransmission of a packet the ACK shows lost (RFC 9002 §6.1)."""
+        later = self._ack_later
+        if later is None:
+            return False
+        self._ack_later = None
+        if self.state is not ConnState.ESTABLISHED:
+            return False
+        losses = self._losses
+        try:
+            self._on_ack(APP, later[0], later[1])
+        except QuicError as e:
+            self._close_transport(e.error_code, e.frame_type or 0, e.reason)
+            return True
+        return self._losses != losses
+
     def receive_datagrams(self, datagrams: Sequence[bytes], remote: Addr, local: Addr,
                           now: float) -> None:
         """``receive_datagram`` for each of ``datagrams``, in order: several
@@ -1151,6 +1180,10 @@ class QuicConnection:
         if pns.is_duplicate(pn):
             return False
         # --- authenticated: from here on the packet is processed
+        if self._ack_later is not None:
+            self.settle()  # ACKs in arrival order
+            if self.state is not ConnState.ESTABLISHED:
+                return True
         if self._ku_hold and not self._key_pending:
             self._ku_check(now)
         paths = self.paths
@@ -1168,9 +1201,11 @@ class QuicConnection:
             eliciting = True
             self._rx_nonprobing = True
             if ack is not None:
-                self._on_ack(APP, ack, now)
-                if self.state in (ConnState.CLOSED, ConnState.DRAINING):
-                    return True
+                if ack.largest >= pns.next_pn:
+                    raise QuicError(PROTOCOL_VIOLATION, ack.type, "ACK of an unsent packet")
+                # the request's data goes to the application, and its reply
+                # out, before the ACK's bookkeeping runs (settle)
+                self._ack_later = (ack, now)
         elif ack is not None and (start == len(payload) or not any(payload[start:])):
             # ACK only (maybe padded): the bulk sender's usual packet
             eliciting = False
@@ -1273,8 +1308,7 @@ class QuicConnection:
         self._rx_dirty = False
         if self.is_closed:
             return False
-        if self._idle_timeout:
-            self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
+        self._idle_stale = self._timers_stale = True  # set by _rearm_timers
         return True
 
     def _receive_packet(self, data: bytes, hdr: Any, remote: Addr, local: Addr,
@@ -1936,6 +1970,7 @@ class QuicConnection:
         lost = pns.detect_lost(now, self.rtt.latest_rtt, self.rtt.smoothed_rtt)
         if not lost:
             return
+        self._losses += 1
         lost_bytes = 0
         largest_time = 0.0
         for p in lost:
@@ -2115,6 +2150,10 @@ class QuicConnection:
             return []
         if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
             return []
+        if self._ack_later is not None and \
+                self.cc.bytes_in_flight + 2 * self.paths.max_datagram_size() > \
+                self.cc.congestion_window:
+            self.settle()  # the deferred ACK may open the window (RFC 9002 §7)
         self._prepare_output()
         if self.state is ConnState.ESTABLISHED and self._nothing_to_send(now):
             self._timers_stale = True
@@ -2204,10 +2243,10 @@ class QuicConnection:
         called once per burst by ``OutQueue._build_stream_burst``)."""
         if not self._eliciting_since_recv:
             # RFC 9000 §10.1: restart the idle timer on the first
-            # ack-eliciting packet sent after receiving.
+            # ack-eliciting packet sent after receiving (set by _rearm_timers)
             self._eliciting_since_recv = True
-            if self._idle_timeout:
-                self.timers.set(TimerKind.IDLE, now + self._idle_deadline_span())
+            self._last_activity = now
+            self._idle_stale = self._timers_stale = True
         if self.keepalive_interval:
             self.timers.set(TimerKind.KEEPALIVE, now + self.keepalive_interval / 1e6)
 
@@ -2241,17 +2280,22 @@ class QuicConnection:
         v = streams.should_send_max_data()
         if v is not None:
             self.outq.push_ctrl(APP, fr.MaxDataFrame(v))
-        uni, bidi = streams.max_streams_update()
-        if uni is not None:
-            self.outq.push_ctrl(APP, fr.MaxStreamsFrame(uni, True))
-        if bidi is not None:
-            self.outq.push_ctrl(APP, fr.MaxStreamsFrame(bidi, False))
-        for uni_b, limit in streams.take_streams_blocked():
-            self.outq.push_ctrl(APP, fr.StreamsBlockedFrame(limit, uni_b))
+        pending = streams._recv.pending  # (cheap checks: this runs every flush)
+        if pending[0] or pending[1]:
+            uni, bidi = streams.max_streams_update()
+            if uni is not None:
+                self.outq.push_ctrl(APP, fr.MaxStreamsFrame(uni, True))
+            if bidi is not None:
+                self.outq.push_ctrl(APP, fr.MaxStreamsFrame(bidi, False))
+        if streams._streams_blocked:
+            for uni_b, limit in streams.take_streams_blocked():
+                self.outq.push_ctrl(APP, fr.StreamsBlockedFrame(limit, uni_b))
 
     # =============================================================== timers
     def next_timer(self) -> float | None:
         """The earliest deadline at which ``handle_timer`` must run."""
+        if self._ack_later is not None:
+            self.settle()
         if self._rx_dirty:
             self._flush_rx()
         if self._timers_stale:
@@ -2262,10 +2306,17 @@ class QuicConnection:
         self._timers_stale = False
         self._set_loss_timer()
         self._set_ack_timer()
+        if self._idle_stale:
+            self._idle_stale = False
+            if self._idle_timeout and not self.is_closed:
+                # RFC 9000 §10.1: from the last receipt or first ack-eliciting send
+                self.timers.set(TimerKind.IDLE, self._last_activity + self._idle_deadline_span())
 
     def handle_timer(self, now: float) -> None:
         """Run every timer whose deadline has passed."""
         self._now = now
+        if self._ack_later is not None:
+            self.settle()
         if self._rx_dirty:
             self._flush_rx()
         if self._timers_stale:
@@ -2479,8 +2530,20 @@ class QuicConnection:
         stream read."""
         if self.state is not ConnState.ESTABLISHED:
             return True
+        if self._ack_later is not None:
+            self.settle()
         self._prepare_output()
         return not self._nothing_to_send(now)
+
+    def output_due(self, now: float) -> bool:
+        """Whether something must be sent now, not merely with the application's
+        next send: an ACK that is due (RFC 9000 §13.2.1, §13.2.2), a queued
+        control frame, probe or PATH_RESPONSE.  Cheaper than ``has_output``:
+        the fast receive path's deferred timer work is left to the next flush
+        or ``next_timer``, which the caller must run before it sleeps."""
+        if self.state is not ConnState.ESTABLISHED:
+            return True
+        return bool(self.paths.pending_responses) or not self._nothing_to_send(now)
 
     # ============================================================ send API
     def _sndbuf(self) -> int:
@@ -2497,6 +2560,8 @@ class QuicConnection:
         """Room in the send buffer and connection-level credit (poll POLLOUT)."""
         if self.state != ConnState.ESTABLISHED:
             return False
+        if self._ack_later is not None:
+            self.settle()
         if self.streams.max_data_peer <= self.streams.data_sent:
             return False
         return self._buffered() < self._sndbuf()
@@ -2524,6 +2589,9 @@ class QuicConnection:
         self._send_cork = bool(flags & MSG_MORE)
         self.outq.cork = self._send_cork
         space = self._sndbuf() - self._buffered()
+        if space < n and self._ack_later is not None:
+            self.settle()  # acknowledged data leaves the send buffer
+            space = self._sndbuf() - self._buffered()
         if n:
             credit = self.streams.send_credit(st)
             take = min(n, credit, max(space, 0))
@@ -2921,12 +2989,26 @@ def _same_host(a: Addr, b: Addr) -> bool:
 def _parse_ack(payload: bytes) -> tuple[fr.AckFrame | None, int]:
     """An ACK frame (type 0x02) at the start of ``payload`` and the position
     after it; (None, 0) if it does not parse (the general parser reports it)."""
-    b = Buffer(payload, 1)
-    try:
-        f = fr._p_ack(b, 0x02)
-    except (QuicError, ValueError):
-        return None, 0
-    return f, b.pos  # type: ignore[return-value]
+    # RFC 9000 §19.3: Largest Acknowledged, ACK Delay, ACK Range Count and
+    # First ACK Range read inline; several ranges go to the frame parser
+    n = len(payload)
+    pos = 1
+    vals = [0, 0, 0, 0]
+    for i in range(4):
+        if pos >= n:
+            return None, 0
+        w = 1 << (payload[pos] >> 6)
+        vals[i] = int.from_bytes(payload[pos:pos + w], "big") & _VARINT_MASK[w]
+        pos += w
+    largest, delay, count, first = vals
+    if pos > n or count or first > largest:
+        b = Buffer(payload, 1)
+        try:
+            f = fr._p_ack(b, 0x02)
+        except (QuicError, ValueError):
+            return None, 0
+        return f, b.pos  # type: ignore[return-value]
+    return fr.AckFrame([(largest - first, largest)], delay), pos
 
 
 def _vsize(v: int) -> int:

@@ -58,6 +58,7 @@ _SID_CACHE: dict[int, bytes] = {}
 _SAMPLE_LEN = 16
 _TAG_LEN = 16
 _MAX_DATAGRAMS_PER_CALL = 256
+_SMALL_MAX = 1024  # stream bytes for _build_small (a request or response)
 _BYTE = [bytes((i,)) for i in range(256)]
 _ONE_RTT = PacketType.ONE_RTT
 
@@ -292,6 +293,13 @@ class OutQueue:
         while len(out) < _MAX_DATAGRAMS_PER_CALL:
             if fast and not self.dgrams and not self.probes[APP]:
                 if not self.ctrl[APP]:
+                    if not out and len(conn.streams._pending_send) == 1:
+                        d = self._build_small(conn, now, paths.max_datagram_size())
+                        if d is not None:
+                            out.append(d)
+                            if not conn.streams._pending_send:
+                                break
+                            continue
                     r = self._build_stream_burst(conn, now, paths.max_datagram_size(), out,
                                                  _MAX_DATAGRAMS_PER_CALL - len(out))
                     if r > 0 and not self._burst_done:
@@ -543,6 +551,62 @@ class OutQueue:
         conn._on_eliciting_sent(now)
         return n
 
+    def _build_small(self, conn: Any, now: float, size_limit: int) -> bytes | None:
+        """The request/response datagram: everything the only stream with data
+        has left is new and fits one packet, with the pending ACK piggybacked
+        (RFC 9000 §13.2.1).  Built without the burst loop's setup; None, with
+        nothing changed, when the window, the pacer or the sizes say otherwise
+        (the burst packer decides then)."""
+        pending = conn.streams._pending_send
+        for st in pending.values():
+            break
+        send = st.send
+        if send is None or send.state >= _S_RECVD or send._lost:
+            return None
+        off = send._sent_end
+        end = send.write_offset
+        dl = end - off
+        if dl <= 0 or dl > _SMALL_MAX:
+            return None
+        cc = conn.cc
+        if cc.bytes_in_flight + size_limit > cc.congestion_window:
+            return None  # RFC 9002 §7
+        pacer = conn.pacer
+        if pacer.rate > 0 and pacer.tokens < pacer.max_datagram_size and \
+                pacer.next_send_time(now) is not None:
+            return None  # RFC 9002 §7.7: the burst packer arms the pacing timer
+        pns = conn.spaces[APP]
+        ack = b""
+        largest_ack = -1
+        records: list[tuple[Any, ...]] = []
+        if pns.ack_pending:
+            ranges = pns.ranges
+            if not ranges:
+                return None
+            delay = max(0, int((now - pns.largest_received_time) * 1e6)
+                        >> conn.local_ack_delay_exponent)  # RFC 9000 §19.3
+            if len(ranges) == 1:  # RFC 9000 §19.3: no ACK Range after the first
+                first, largest_ack = ranges[0]
+                ack = b"".join((b"\x02", encode_varint(largest_ack), encode_varint(delay),
+                                b"\x00", encode_varint(largest_ack - first)))
+            else:
+                ack = fr.AckFrame(pns.ack_ranges(), delay).encode()
+                largest_ack = ranges[-1][1]
+            records.append((REC_ACK, largest_ack))
+        sid = st.id
+        fin = send._fin_pending
+        # the last frame of the packet: STREAM without Length (RFC 9000 §19.8)
+        frame = b"".join((_BYTE[0x0C | fin if off else 0x08 | fin],
+                          _SID_CACHE.get(sid) or encode_varint(sid),
+                          encode_varint(off) if off else b"", send._slice(off, end)))
+        if 1 + len(conn.dcid) + 4 + len(ack) + len(frame) + _TAG_LEN > size_limit:
+            return None
+        send._sent_end = end
+        send._fin_pending = False
+        del pending[sid]  # nothing left to send: as the scheduler does
+        records.append((REC_STREAM, sid, off, dl, fin))
+        return self._seal_short(conn, now, pns, [ack, frame], records, True, largest_ack)
+
     def _build_ack_fast(self, conn: Any, now: float, pns: Any) -> bytes | None:
         """An ACK-only 1-RTT datagram (not ack-eliciting, not in flight,
         RFC 9002 §2), as the general packer would build it."""
@@ -628,8 +692,19 @@ class OutQueue:
         pns.next_pn = pn + 1
         if largest_ack >= 0:
             pns.on_ack_sent()
-        conn._on_packet_sent(APP, SentPacket(pn, now, len(dgram), eliciting, eliciting,
-                                             records, largest_ack))
+        # what conn._on_packet_sent does for a 1-RTT packet, inline
+        size = len(dgram)
+        pns.sent[pn] = SentPacket(pn, now, size, eliciting, eliciting, records, largest_ack)
+        if eliciting:  # RFC 9002 §2: in flight
+            pns.bytes_in_flight += size
+            pns.eliciting_in_flight += 1
+            pns.last_ack_eliciting_time = now
+            conn.cc.bytes_in_flight += size
+            pacer = conn.pacer
+            if pacer.rate > 0:  # Pacer.on_packet_sent
+                pacer._refill(now)
+                pacer.tokens = max(pacer.tokens - size, -float(pacer.capacity))
+            conn._on_eliciting_sent(now)
         return dgram
 
     def _build_one(self, conn: Any, now: float, size_limit: int) -> bytes | None:

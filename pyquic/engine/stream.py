@@ -464,6 +464,11 @@ class SendStream:
         if i < self._head or i >= len(chunks) or not (
                 starts[i] <= start < starts[i] + len(chunks[i])):
             i = bisect_right(starts, start, self._head) - 1
+        ch = chunks[i]
+        a = start - starts[i]
+        if end - start + a <= len(ch):  # inside one chunk (the usual case)
+            self._cur = i
+            return ch if a == 0 and end - start == len(ch) else ch[a:a + end - start]
         parts: list[bytes] = []
         pos = start
         while True:

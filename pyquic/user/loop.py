@@ -378,6 +378,8 @@ class IOLoop:
         self._readers: dict[int, Reader] = {}
         self._clients: set[Client] = set()
         self._dirty: set[Client] = set()
+        #: leaders' sockets whose timers are re-read before the next sleep
+        self._unsettled: set[Client] = set()
         self._wakes: set[Wakeable] = set()
         self._deadline = float("inf")
         self._heap: list[tuple[float, int, Client]] = []
@@ -435,6 +437,7 @@ class IOLoop:
         with self.lock:
             self._clients.discard(client)
             self._dirty.discard(client)
+            self._unsettled.discard(client)
             self._when.pop(client, None)  # its heap entry is now stale
             self._maybe_stop()
 
@@ -481,6 +484,7 @@ class IOLoop:
         with self.lock:
             if client not in self._clients:
                 return
+            self._unsettled.discard(client)
             when = client._io_next_timer()
             if when is None:
                 self._when.pop(client, None)
@@ -644,12 +648,29 @@ class IOLoop:
             runner.park_cond.notify_all()
 
     def _timeout(self, now: float) -> float | None:
+        if self._unsettled:
+            self._settle(now)
         self._pop_stale()
         best = self._heap[0][0] if self._heap else float("inf")
         self._deadline = best
         if best == float("inf"):
             return None
         return max(0.0, best - now)
+
+    def _settle(self, now: float) -> None:
+        """Bring the deferred clients' timers (and what their deferred work
+        queued) up to date before a poller computes its sleep (lock held)."""
+        pending, self._unsettled = self._unsettled, set()
+        for client in pending:
+            if client not in self._clients:
+                continue
+            try:
+                settle = getattr(client, "_io_settle", None)
+                if settle is not None:
+                    settle(now)
+                self.schedule(client)
+            except Exception:  # noqa: BLE001 - keep the loop alive
+                _log.exception("pyquic I/O thread")
 
     def _process(self, runner: _Runner, events: list[tuple[int, Any]],
                  now: float) -> None:
@@ -685,8 +706,10 @@ class IOLoop:
                 if client is leader_obj and getattr(client, "_io_defer_flush",
                                                     _never)(now):
                     # the leader returns to its caller, whose answer (a
-                    # handshake flight, a reply) takes these ACKs along
-                    self.schedule(client)
+                    # handshake flight, a reply) takes these ACKs along; the
+                    # timers are re-read after that answer left, or before
+                    # anyone sleeps (_timeout): off the round trip's path
+                    self._unsettled.add(client)
                     self._wakes.add(client)  # type: ignore[arg-type]
                     continue
                 client._io_flush(now)

@@ -584,18 +584,28 @@ class QuicSocket(QuicSocketMixin):
         it returns to, when something became readable and nobody waits for
         send room: during the handshake (the driver answers at once, so the
         ACKs share its flight) and, once established, when nothing is due now
-        (the ACK timer is armed by the loop's schedule; a reply takes the ACK
-        along). Lock held."""
+        (a reply takes the ACK along; the loop settles the socket, see
+        :meth:`_io_settle`, before anyone sleeps). Lock held."""
         conn = self._conn
         if self._nsend or not (self._connected and conn.readable()):
             return False
         if conn.state is ConnState.ESTABLISHED:
-            if conn.has_output(now):
+            if conn.output_due(now):
                 return False
         else:
             self._corked = True
         self._update_readiness()
         return True
+
+    def _io_settle(self, now: float) -> None:
+        """After a deferred flush, before a poller sleeps: send what the engine's
+        deferred receive work queued (the loop then re-reads the timers)."""
+        if self._hold or self._closed or not self._connected:
+            return
+        if self._conn.has_output(now):
+            self._flush(now)
+        else:
+            self._update_readiness()
 
     def _io_wake(self) -> None:
         if self._nwait:
@@ -611,13 +621,22 @@ class QuicSocket(QuicSocketMixin):
     def _flush(self, now: float) -> None:
         self._corked = False
         conn: Any = self._conn
+        for _ in range(2):
+            self._send_out(conn, now)
+            # the engine's deferred ACK bookkeeping, after the datagrams left
+            # (off the round trip's path); a retransmission it queued goes now
+            if not conn.settle():
+                break
+        # the timers (re-armed lazily by the engine) after the datagrams left
+        LOOP.schedule(self)
+        self._update_readiness()
+
+    def _send_out(self, conn: Any, now: float) -> None:
         sender = getattr(conn, "datagrams_to_send_from", None)
         # (datagram, destination[, source]): with the source, each datagram leaves
         # from the endpoint of that address (path probes, preferred address)
         items = sender(now) if sender is not None else conn.datagrams_to_send(now)
         if not items:
-            LOOP.schedule(self)  # whatever led here may have moved the timers
-            self._update_readiness()
             return
         ep = self._endpoint
         local = getattr(self._conn, "local_addr", None)
@@ -655,10 +674,6 @@ class QuicSocket(QuicSocketMixin):
             run.append(data)
         if run and run_ep is not None and run_dest is not None:
             run_ep.send_many(run, run_dest)
-        # the timers (re-armed lazily by the engine) after the datagrams left:
-        # off the round trip's critical path
-        LOOP.schedule(self)
-        self._update_readiness()
 
     def _endpoint_towards(self, dest: Addr) -> Endpoint | None:
         """An endpoint of ``dest``'s family, bound to the route's source address."""
@@ -1070,10 +1085,14 @@ class QuicSocket(QuicSocketMixin):
                 self._wait(deadline)
             if item.stream_id is not None:
                 now = time.monotonic()
-                if self._conn.has_output(now):
+                if self._conn.output_due(now):  # e.g. the read's MAX_STREAM_DATA
                     self._after(now)
-                else:  # the usual read: nothing to send (timers re-read)
-                    self._after_quiet(now)
+                else:
+                    # the usual read: nothing to send, no timer moved (a batch
+                    # the read's data came in settles the timers)
+                    self._update_readiness()
+                    self._wake()
+                    LOOP.poll_now(now)
             else:
                 # a handshake message leaves the ACKs it causes corked: the
                 # driver answers at once (secrets, then its flight), so they
