@@ -2507,11 +2507,10 @@ class QuicConnection:
     def recv(self, bufsize: int, peek: bool = False) -> RecvItem | None:
         """Take the next item of the receive queue (recvmsg)."""
         item, freed = self.inq.recv(bufsize, peek)
-        if item is not None and freed and item.stream_id is not None:
-            self.streams.consume(item.stream_id, freed)
-            st = self.streams.get(item.stream_id)
-            if st is not None and st.recv is not None:
-                v = st.recv.should_send_max_stream_data()
+        if freed and item is not None and item.stream_id is not None:
+            recv = self.streams.consume(item.stream_id, freed)
+            if recv is not None:
+                v = recv.should_send_max_stream_data()
                 if v is not None:
                     self.outq.push_ctrl(APP, fr.MaxStreamDataFrame(item.stream_id, v))
             if self.state == ConnState.ESTABLISHED:
@@ -2579,9 +2578,15 @@ class QuicConnection:
         if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
         sflags = flags & _STREAM_FLAGS
-        app_ready = self._send_keys[APP] is not None
-        sid = self.streams.resolve_send_id(stream_id, sflags)
-        st = self.streams.send_stream(sid, sflags, app_ready)
+        st = None
+        if stream_id >= 0 and not sflags & _NEW:
+            # an open stream of ours (the usual send): no kernel-rule lookup
+            st = self.streams.streams.get(stream_id)
+            if st is not None and (st.send is None or st.send.state >= StreamState.SEND_SENT):
+                st = None  # send_stream below raises as the kernel does
+        if st is None:
+            sid = self.streams.resolve_send_id(stream_id, sflags)
+            st = self.streams.send_stream(sid, sflags, self._send_keys[APP] is not None)
         fin = bool(sflags & _FIN)
         n = len(data)
         if not n and not fin:

@@ -27,7 +27,7 @@ MSG_QUIC_NOTIFICATION = 0x8000
 STREAM_FIN = 0x200  # MSG_QUIC_STREAM_FIN
 
 
-@dataclass
+@dataclass(slots=True)
 class RecvItem:
     """One recvmsg worth of data (contracts §4)."""
 
@@ -159,6 +159,14 @@ class InQueue:
         q = self._data
         head = q[0]
         sid = head.stream_id
+        data = head.data
+        n = len(data)
+        if len(q) == 1 and not head.off and 0 < n <= bufsize and not peek:
+            # one whole chunk (request/response traffic): no gathering
+            q.popleft()
+            self.data_bytes -= n
+            return RecvItem(data if type(data) is bytes else bytes(data), 0, sid,
+                            STREAM_FIN if head.fin else 0, None), n
         parts: list[bytes] = []
         append = parts.append
         copied = 0

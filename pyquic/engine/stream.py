@@ -1246,13 +1246,16 @@ class QuicStreamTable:
             self._release_if_done(st)
         return data, fin
 
-    def consume(self, stream_id: int | None, nbytes: int) -> None:
-        """The application took ``nbytes`` read earlier with consume=False."""
+    def consume(self, stream_id: int | None, nbytes: int) -> RecvStream | None:
+        """The application took ``nbytes`` read earlier with consume=False;
+        returns the stream's receiving half (None if gone)."""
         self.recv_consumed += nbytes
         if stream_id is not None:
             st = self.streams.get(stream_id)
             if st is not None and st.recv is not None:
                 st.recv.consume(nbytes)
+                return st.recv
+        return None
 
     # ------------------------------------------------------------ peer side
     def get_or_create_peer(self, stream_id: int, send: bool = False,

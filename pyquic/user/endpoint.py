@@ -261,9 +261,13 @@ class Endpoint:
             i = j
 
     def on_readable(self, now: float) -> None:
-        """Read every queued datagram (splitting GRO batches) and dispatch it."""
+        """Read the queued datagrams (splitting GRO batches) and dispatch them,
+        until the socket is drained or the polling application thread has
+        what it waits for (it returns at once; the rest stays queued for the
+        next poll, the selector being level-triggered)."""
         sock = self.sock
         dispatch = self.dispatch
+        loop = LOOP
         if not self.gro:
             for _ in range(_RECV_BATCH):
                 try:
@@ -271,8 +275,12 @@ class Endpoint:
                 except OSError:  # EAGAIN included: drained
                     return
                 dispatch(data, normalize_addr(addr), now)
+                if loop.leader_ready:
+                    return
             return
         for _ in range(_RECV_BATCH):
+            if loop.leader_ready:
+                return
             try:
                 data, anc, _flags, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG_SPACE)
             except OSError:

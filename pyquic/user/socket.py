@@ -220,6 +220,9 @@ class QuicSocket(QuicSocketMixin):
         self._alpns: list[bytes] = []
         self._endpoint: Endpoint | None = None
         self._endpoints: dict[Addr, Endpoint] = {}
+        #: (engine's peer address object, endpoint, destination) of the last
+        #: send with one endpoint: the next send to that object skips resolving
+        self._route: tuple[Any, Endpoint, Addr] | None = None
         self._local: Addr | None = None
         self._remote: Addr | None = None
         self._odcid: bytes | None = None
@@ -539,16 +542,22 @@ class QuicSocket(QuicSocketMixin):
     def _io_datagram(self, data: bytes, remote: Addr, local: Addr, now: float) -> None:
         if self._closed:
             return
-        self._conn.receive_datagram(data, remote, local, now)
+        conn = self._conn
+        conn.receive_datagram(data, remote, local, now)
         LOOP.mark(self)
+        if LOOP._leader_obj is self and conn.readable():
+            LOOP.leader_ready = True
 
     def _io_datagrams(self, datagrams: list[bytes], remote: Addr, local: Addr,
                       now: float) -> None:
         """Several datagrams from one peer, in order (a GRO batch)."""
         if self._closed:
             return
-        self._conn.receive_datagrams(datagrams, remote, local, now)
+        conn = self._conn
+        conn.receive_datagrams(datagrams, remote, local, now)
         LOOP.mark(self)
+        if LOOP._leader_obj is self and conn.readable():
+            LOOP.leader_ready = True
 
     def _io_is_reset(self, token: bytes) -> bool:
         dest = getattr(self._conn, "dest", None)
@@ -638,6 +647,13 @@ class QuicSocket(QuicSocketMixin):
         items = sender(now) if sender is not None else conn.datagrams_to_send(now)
         if not items:
             return
+        route = self._route
+        if route is not None and len(items) == 1 and items[0][1] is route[0] \
+                and route[1] is self._endpoint and len(self._endpoints) == 1:
+            # the reply of a request/response exchange: the peer's address
+            # object as last time, one endpoint (whose the source then is)
+            route[1].sendto(items[0][0], route[2])
+            return
         ep = self._endpoint
         local = getattr(self._conn, "local_addr", None)
         if local and len(self._endpoints) > 1:
@@ -664,6 +680,8 @@ class QuicSocket(QuicSocketMixin):
                     # another family (e.g. a preferred address): only a dual-stack
                     # wildcard socket reaches it, else use (or bind) one of its family
                     ep = self._endpoint_towards(dest)
+                self._route = (remote, ep, dest) if (
+                    ep is self._endpoint and len(self._endpoints) == 1) else None
             if ep is None:
                 continue
             if ep is not run_ep or dest != run_dest:
