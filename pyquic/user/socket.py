@@ -681,7 +681,8 @@ class QuicSocket(QuicSocketMixin):
                     # wildcard socket reaches it, else use (or bind) one of its family
                     ep = self._endpoint_towards(dest)
                 self._route = (remote, ep, dest) if (
-                    ep is self._endpoint and len(self._endpoints) == 1) else None
+                    ep is not None and ep is self._endpoint
+                    and len(self._endpoints) == 1) else None
             if ep is None:
                 continue
             if ep is not run_ep or dest != run_dest:
