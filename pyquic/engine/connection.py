@@ -519,6 +519,9 @@ class QuicConnection:
         # reply left (settle): (frame, arrival time)
         self._ack_later: tuple[fr.AckFrame, float] | None = None
         self._losses = 0  # ACK-driven loss detections that found lost packets
+        #: set when ``recv`` queued a flow-control update (MAX_STREAM_DATA,
+        #: MAX_DATA) to send; the socket layer clears it when it flushes for it
+        self.read_output = False
         self._rx_dcid_seq: int | None = None  # seq of the DCID of the packet in hand
 
     # ================================================================ helpers
@@ -2143,18 +2146,24 @@ class QuicConnection:
     def _collect(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         self._now = now
         if self._rx_dirty:
-            # only the idle timer: the flow-control updates and the ACK timer
-            # of _flush_rx are what every flush below does anyway
-            self._rx_idle_timer()
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
-            return []
-        if self.state == ConnState.CLOSING and self._close_sent_at >= 0:
-            return []
+            # only _rx_idle_timer's part (its closed check is _rearm_timers'):
+            # the flow-control updates and the ACK timer of _flush_rx are what
+            # every flush below does anyway
+            self._rx_dirty = False
+            self._idle_stale = self._timers_stale = True
+        state = self.state
+        if state is not ConnState.ESTABLISHED:
+            if state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
+                return []
+            if state == ConnState.CLOSING and self._close_sent_at >= 0:
+                return []
         if self._ack_later is not None and \
                 self.cc.bytes_in_flight + 2 * self.paths.max_datagram_size() > \
                 self.cc.congestion_window:
             self.settle()  # the deferred ACK may open the window (RFC 9002 §7)
-        self._prepare_output()
+        self._queue_flow_updates()  # _prepare_output, _rx_dirty being cleared
+        if self.paths.pending_responses:
+            self._queue_path_responses()
         if self.state is ConnState.ESTABLISHED and self._nothing_to_send(now):
             self._timers_stale = True
             return []
@@ -2512,10 +2521,12 @@ class QuicConnection:
             if recv is not None:
                 v = recv.should_send_max_stream_data()
                 if v is not None:
+                    self.read_output = True
                     self.outq.push_ctrl(APP, fr.MaxStreamDataFrame(item.stream_id, v))
             if self.state == ConnState.ESTABLISHED:
                 v2 = self.streams.should_send_max_data()
                 if v2 is not None:
+                    self.read_output = True
                     self.outq.push_ctrl(APP, fr.MaxDataFrame(v2))
         return item
 

@@ -1104,7 +1104,8 @@ class QuicSocket(QuicSocketMixin):
                 self._wait(deadline)
             if item.stream_id is not None:
                 now = time.monotonic()
-                if self._conn.output_due(now):  # e.g. the read's MAX_STREAM_DATA
+                if self._conn.read_output:  # the read's MAX_STREAM_DATA, MAX_DATA
+                    self._conn.read_output = False
                     self._after(now)
                 else:
                     # the usual read: nothing to send, no timer moved (a batch
