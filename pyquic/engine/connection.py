@@ -2302,9 +2302,10 @@ class QuicConnection:
 
     # =============================================================== timers
     def next_timer(self) -> float | None:
-        """The earliest deadline at which ``handle_timer`` must run."""
-        if self._ack_later is not None:
-            self.settle()
+        """The earliest deadline at which ``handle_timer`` must run (now,
+        when the deferred ACK processing just queued a retransmission)."""
+        if self._ack_later is not None and self.settle():
+            return self._now
         if self._rx_dirty:
             self._flush_rx()
         if self._timers_stale:

@@ -261,13 +261,12 @@ class Endpoint:
             i = j
 
     def on_readable(self, now: float) -> None:
-        """Read the queued datagrams (splitting GRO batches) and dispatch them,
-        until the socket is drained or the polling application thread has
-        what it waits for (it returns at once; the rest stays queued for the
-        next poll, the selector being level-triggered)."""
+        """Read every queued datagram (splitting GRO batches) and dispatch it:
+        as the kernel processes packets on arrival, a reader then sees
+        everything that came before it (e.g. a migration event before the
+        data that followed it)."""
         sock = self.sock
         dispatch = self.dispatch
-        loop = LOOP
         if not self.gro:
             for _ in range(_RECV_BATCH):
                 try:
@@ -275,12 +274,8 @@ class Endpoint:
                 except OSError:  # EAGAIN included: drained
                     return
                 dispatch(data, normalize_addr(addr), now)
-                if loop.leader_ready:
-                    return
             return
         for _ in range(_RECV_BATCH):
-            if loop.leader_ready:
-                return
             try:
                 data, anc, _flags, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG_SPACE)
             except OSError:

@@ -389,9 +389,6 @@ class IOLoop:
         self._polling = False
         self._leader: int | None = None  # the application thread polling, if any
         self._leader_obj: object = None  # what the leader waits for
-        #: set (by the leader's socket) once the leader has what it waits for:
-        #: readers stop reading, the leader returns (see Endpoint.on_readable)
-        self.leader_ready = False
         self._lead_epoch = 0
         self._last_poll = 0.0  # when a leader or poll_now last polled
         self._followers: dict[Any, int] = {}  # waiting objects (with a _cond) -> threads
@@ -554,10 +551,10 @@ class IOLoop:
         lock: Any = self.lock
         try:
             for _ in range(1 << 62):
+                now = time.monotonic()
+                timeout = self._timeout(now)  # (settling may signal the waiter)
                 if done() or runner.stopped or runner is not self._runner:
                     break
-                now = time.monotonic()
-                timeout = self._timeout(now)
                 if deadline is not None:
                     left = deadline - now
                     if left <= 0:
@@ -677,7 +674,6 @@ class IOLoop:
 
     def _process(self, runner: _Runner, events: list[tuple[int, Any]],
                  now: float) -> None:
-        self.leader_ready = False
         for fd, reader in events:
             if reader is None:
                 runner.waker.drain()

@@ -542,22 +542,16 @@ class QuicSocket(QuicSocketMixin):
     def _io_datagram(self, data: bytes, remote: Addr, local: Addr, now: float) -> None:
         if self._closed:
             return
-        conn = self._conn
-        conn.receive_datagram(data, remote, local, now)
+        self._conn.receive_datagram(data, remote, local, now)
         LOOP.mark(self)
-        if LOOP._leader_obj is self and conn.readable():
-            LOOP.leader_ready = True
 
     def _io_datagrams(self, datagrams: list[bytes], remote: Addr, local: Addr,
                       now: float) -> None:
         """Several datagrams from one peer, in order (a GRO batch)."""
         if self._closed:
             return
-        conn = self._conn
-        conn.receive_datagrams(datagrams, remote, local, now)
+        self._conn.receive_datagrams(datagrams, remote, local, now)
         LOOP.mark(self)
-        if LOOP._leader_obj is self and conn.readable():
-            LOOP.leader_ready = True
 
     def _io_is_reset(self, token: bytes) -> bool:
         dest = getattr(self._conn, "dest", None)
@@ -615,6 +609,8 @@ class QuicSocket(QuicSocketMixin):
             self._flush(now)
         else:
             self._update_readiness()
+        if self._conn.readable():  # e.g. a stream event of the settled ACK
+            self._wake()
 
     def _io_wake(self) -> None:
         if self._nwait:
