@@ -788,3 +788,108 @@ def test_closed_connection_is_freed_without_the_cyclic_gc() -> None:
         assert [r() for r in refs] == [None, None]
     finally:
         gc.enable()
+
+
+# ------------------------------------------------ ACK frames on the rr path
+ONE_RTT = 5  # PacketType.ONE_RTT, checked below
+
+
+def test_one_rtt_constant() -> None:
+    from pyquic.engine.packet import PacketType
+
+    assert int(PacketType.ONE_RTT) == ONE_RTT
+
+def _ack_cases() -> list[fr.AckFrame]:
+    """Single-range ACKs across the varint widths (RFC 9000 §16) and a few
+    multi-range ones."""
+    out = []
+    for largest in (0, 1, 63, 64, 16383, 16384, (1 << 30) - 1, 1 << 30, (1 << 62) - 1):
+        for first in sorted({0, largest // 2, largest}):
+            for delay in (0, 63, 64, 16384, (1 << 30)):
+                out.append(fr.AckFrame([(largest - first, largest)], delay))
+    out.append(fr.AckFrame([(10, 20), (0, 5)], 3))
+    out.append(fr.AckFrame([(100, 100), (50, 60), (0, 1)], 70000))
+    out.append(fr.AckFrame([(1 << 20, (1 << 20) + 5), (0, 0)], 0))
+    return out
+
+
+@pytest.mark.parametrize("f", _ack_cases(), ids=str)
+def test_parse_ack_inline_matches_the_frame_parser(f: fr.AckFrame) -> None:
+    """connection._parse_ack (inline for one range, the frame parser for
+    more) returns the frame and the position after it; a STREAM frame after
+    it is left alone."""
+    from pyquic.engine.connection import _parse_ack
+
+    enc = f.encode()
+    tail = b"\x0c\x00\x05data"
+    got, pos = _parse_ack(enc + tail)
+    assert got is not None
+    assert pos == len(enc)
+    assert list(got.ranges) == list(f.ranges) and got.ack_delay == f.ack_delay
+    ref = fr.parse_frames(enc, ONE_RTT)[0]
+    assert list(got.ranges) == list(ref.ranges) and got.ack_delay == ref.ack_delay
+
+
+@pytest.mark.parametrize("f", _ack_cases(), ids=str)
+def test_parse_ack_truncated_at_every_length(f: fr.AckFrame) -> None:
+    from pyquic.engine.connection import _parse_ack
+
+    enc = f.encode()
+    for cut in range(len(enc)):
+        assert _parse_ack(enc[:cut]) == (None, 0), cut
+
+
+def test_parse_ack_non_minimal_varints_and_bad_first_range() -> None:
+    from pyquic.engine.connection import _parse_ack
+
+    # RFC 9000 §16: any varint length is valid: largest 5 on two bytes
+    got, pos = _parse_ack(b"\x02\x40\x05\x00\x00\x80\x00\x00\x01")
+    assert got is not None and got.ranges == [(4, 5)] and got.ack_delay == 0 and pos == 9
+    # First ACK Range larger than Largest Acknowledged: FRAME_ENCODING_ERROR
+    # (RFC 9000 §19.3.1), so nothing parses here
+    assert _parse_ack(b"\x02\x05\x00\x00\x06") == (None, 0)
+    # a range count with no ranges after it
+    assert _parse_ack(b"\x02\x05\x00\x01\x00") == (None, 0)
+
+
+@pytest.mark.parametrize("general", [False, True])
+def test_inline_single_range_ack_encode_matches_ack_frame_encode(
+        monkeypatch: pytest.MonkeyPatch, general: bool) -> None:
+    """The packers' inline single-range ACK (request/response replies) is
+    byte for byte fr.AckFrame.encode, across packet numbers and ACK delays
+    needing 1-, 2- and 4-byte varints; the replies' ACKs are then settled by
+    the client (its sent packets do not pile up)."""
+    from pyquic.engine.common import encode_varint
+    from pyquic.engine.outqueue import OutQueue
+
+    from .test_settle import _pair, _payload, _read, _send, _to_client, _to_server
+
+    sim, cli, srv = _pair()
+    if general:
+        monkeypatch.setattr(OutQueue, "_fast_ok", lambda self, conn: False)
+    t = sim.now
+    seen: set[tuple[int, int]] = set()
+    gaps = (0.0, 0.0004, 0.001, 0.2)  # ACK delay 0, 50, 125, 25000 units of 8 us
+    for i in range(72):
+        t += 0.01
+        req = _send(cli, b"q", t)
+        _to_server(srv, req, t + 0.001)
+        assert _read(srv) == b"q"
+        gap = gaps[i % len(gaps)]
+        rsp = _send(srv, b"r", t + 0.001 + gap)
+        assert len(rsp) == 1
+        payload = _payload(cli, rsp[0])
+        f = fr.parse_frames(payload, ONE_RTT)[0]
+        assert isinstance(f, fr.AckFrame) and len(f.ranges) == 1
+        enc = fr.AckFrame(f.ranges, f.ack_delay).encode()
+        assert payload[:len(enc)] == enc
+        seen.add((len(encode_varint(f.largest)), len(encode_varint(f.ack_delay))))
+        t += gap
+        _to_client(cli, rsp, t + 0.002)
+        assert _read(cli) == b"r"
+        cli.next_timer()
+        assert cli._ack_later is None
+        assert len(cli.spaces[APP].sent) <= 2
+    assert cli.state == srv.state == ConnState.ESTABLISHED
+    # 1- and 2-byte packet numbers, 1-, 2- and 4-byte delays
+    assert {w for w, _d in seen} == {1, 2} and {d for _w, d in seen} == {1, 2, 4}

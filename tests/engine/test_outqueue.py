@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pyquic import abi
 from pyquic.abi import CryptoLevel
+from pyquic.engine import frame as fr
 from pyquic.engine.connection import QuicConnection
-from pyquic.engine.outqueue import REC_CRYPTO, SendBuffer
+from pyquic.engine.outqueue import APP, REC_CRYPTO, OutQueue, SendBuffer
 from pyquic.engine.packet import PacketType, parse_header
 
 from .netsim import CLIENT_ADDR, SERVER_ADDR
+from .test_settle import _frames, _pair, _payload, _read, _send, _to_client, _to_server
 
 
 def test_sendbuffer_pop_in_order_with_fin() -> None:
@@ -162,3 +166,167 @@ def test_general_packer_sealing_matches_reference_protect(monkeypatch) -> None:
         sim.client.close(sim.now, 5)
         sim.run(lambda s: False, max_time=1)
     assert all(checked.values()), checked
+
+
+# ------------------------------------------------- OutQueue._build_small
+# (the request/response datagram: the pending ACK + all of the only pending
+# stream's new bytes in one 1-RTT packet)
+
+def _norm(frames: list) -> list[tuple]:
+    """Frames without PADDING, as comparable tuples (the STREAM frame's
+    Length field and offset width may differ between packers)."""
+    out: list[tuple] = []
+    for f in frames:
+        if isinstance(f, fr.PaddingFrame):
+            continue
+        if isinstance(f, fr.StreamFrame):
+            out.append(("stream", f.stream_id, f.offset, bytes(f.data), f.fin))
+        elif isinstance(f, fr.AckFrame):
+            out.append(("ack", list(f.ranges), f.ack_delay, f.ecn))
+        else:
+            out.append((type(f).__name__,))
+    return out
+
+
+def _small_reply(monkeypatch, fast: bool, gap: bool, fin: bool, sid: int):
+    """Server's reply to one request (three with the first lost when ``gap``),
+    packed by _build_small (``fast``) or by the general packer; returns
+    (the datagram, the decoded payload, its frames, what the client then reads,
+    how many datagrams _build_small built)."""
+    sim, cli, srv = _pair()
+    t0 = sim.now
+    reqs = [_send(cli, b"req%d" % i, t0) for i in range(3 if gap else 1)]
+    for r in reqs[1:] if gap else reqs:
+        _to_server(srv, r, t0 + 0.004)
+    assert srv.spaces[APP].ack_pending
+    built: list[bytes] = []
+    if fast:
+        orig = OutQueue._build_small
+
+        def spy(self, *a):
+            d = orig(self, *a)
+            if d is not None:
+                built.append(d)
+            return d
+
+        monkeypatch.setattr(OutQueue, "_build_small", spy)
+    else:
+        monkeypatch.setattr(OutQueue, "_fast_ok", lambda self, conn: False)
+    flags = (0x200 if fin else 0) | (0x400 if sid != 0 else 0)
+    data = bytes(range(200))
+    assert srv.send_stream(sid, data, flags, True) == len(data)
+    out = [d for d, _a in srv.datagrams_to_send(t0 + 0.006)]
+    monkeypatch.undo()
+    assert len(out) == 1
+    payload = _payload(cli, out[0])
+    frames = fr.parse_frames(payload, int(PacketType.ONE_RTT))
+    # the peer engine takes it: the reply reaches the application
+    _to_client(cli, out, t0 + 0.01)
+    got = []
+    for _ in range(10):
+        item = cli.recv(65536)
+        if item is None:
+            break
+        got.append((item.stream_id, item.data, bool(item.stream_flags & 0x200)))
+    assert _read(cli) == b""
+    return out[0], payload, frames, got, len(built)
+
+
+@pytest.mark.parametrize("sid", [0, 1])  # 0: continues at offset 2; 1: new, offset 0
+@pytest.mark.parametrize("fin", [False, True])
+@pytest.mark.parametrize("gap", [False, True])  # single-range / multi-range ACK
+def test_build_small_matches_the_general_packer(monkeypatch, gap: bool, fin: bool,
+                                                sid: int) -> None:
+    _d, payload, fast, got_fast, n_small = _small_reply(monkeypatch, True, gap, fin, sid)
+    _d2, _p, slow, got_slow, _n = _small_reply(monkeypatch, False, gap, fin, sid)
+    assert n_small == 1  # built by _build_small
+    assert _norm(fast) == _norm(slow)
+    kinds = [t[0] for t in _norm(fast)]
+    assert kinds == ["ack", "stream"]  # RFC 9000 §13.2.1: the ACK piggybacked
+    ack, stream = _norm(fast)
+    assert len(ack[1]) == (2 if gap else 1)
+    assert stream[1] == sid and stream[2] == (2 if sid == 0 else 0)
+    assert stream[3] == bytes(range(200)) and stream[4] == fin
+    # the ACK's bytes are what AckFrame.encode makes (the inline encoder's)
+    enc = fr.AckFrame(fast[0].ranges, fast[0].ack_delay).encode()
+    assert payload[:len(enc)] == enc
+    # the STREAM frame is the last one, without Length (RFC 9000 §19.8)
+    st = next(f for f in fast if isinstance(f, fr.StreamFrame))
+    assert not st.has_length
+    assert got_fast == got_slow
+    assert b"".join(g[1] for g in got_fast) == bytes(range(200))
+    assert any(g[2] for g in got_fast) == fin
+
+
+def _state(conn: QuicConnection, sid: int) -> tuple:
+    send = conn.streams.streams[sid].send
+    pns = conn.spaces[2]
+    return (send._sent_end, send._fin_pending, send.write_offset,
+            dict(conn.streams._pending_send).keys() == {sid}, pns.next_pn,
+            sorted(pns.sent), pns.ack_pending, pns.bytes_in_flight, conn.cc.bytes_in_flight,
+            conn._last_activity)
+
+
+@pytest.mark.parametrize("n, built", [(1024, True), (1025, False)])
+def test_build_small_size_limit(n: int, built: bool) -> None:
+    """At most 1024 new bytes; more is left (nothing changed) to the burst packer."""
+    sim, cli, srv = _pair()
+    now = sim.now + 0.001
+    data = bytes(i & 0xFF for i in range(n))
+    assert srv.send_stream(0, data, 0, True) == n
+    before = _state(srv, 0)
+    d = srv.outq._build_small(srv, now, srv.paths.max_datagram_size())
+    if built:
+        assert d is not None
+        (st,) = [f for f in _frames(cli, d) if isinstance(f, fr.StreamFrame)]
+        assert (st.offset, bytes(st.data)) == (2, data)
+        assert srv.spaces[2].next_pn == before[4] + 1
+        assert not srv.streams._pending_send
+        return
+    assert d is None
+    assert _state(srv, 0) == before
+    out = [x for x, _a in srv.datagrams_to_send(now)]  # the general/burst packer
+    got = b"".join(bytes(f.data) for x in out for f in _frames(cli, x)
+                   if isinstance(f, fr.StreamFrame))
+    assert got == data
+
+
+def test_build_small_leaves_lost_ranges_to_the_general_packer() -> None:
+    """Lost data goes out again first (RFC 9000 §13.3): not a new-bytes-only
+    packet, so _build_small declines and changes nothing."""
+    sim, cli, srv = _pair()
+    now = sim.now + 0.001
+    assert len(_send(srv, b"x" * 100, now)) == 1  # offset 2..102, then lost
+    srv.streams.on_stream_lost(0, 2, 100, False)
+    assert srv.send_stream(0, b"y" * 50, 0, True) == 50
+    assert list(srv.streams._pending_send) == [0]
+    before = _state(srv, 0)
+    assert srv.outq._build_small(srv, now, srv.paths.max_datagram_size()) is None
+    assert _state(srv, 0) == before
+    out = [x for x, _a in srv.datagrams_to_send(now)]
+    got = sorted((f.offset, bytes(f.data)) for x in out for f in _frames(cli, x)
+                 if isinstance(f, fr.StreamFrame))
+    assert b"".join(g[1] for g in got) == b"x" * 100 + b"y" * 50
+    assert got[0][0] == 2
+
+
+def test_build_small_respects_the_congestion_window() -> None:
+    """RFC 9002 §7: no new packet once the window is full; nothing changes."""
+    sim, _cli, srv = _pair()
+    mds = srv.paths.max_datagram_size()
+    cc = srv.cc
+    t = sim.now
+    for _ in range(200):  # 1000-byte messages, unacknowledged, until the window is full
+        if cc.bytes_in_flight + mds > cc.congestion_window:
+            break
+        t += 0.01  # (the pacer refills)
+        assert srv.send_stream(0, b"w" * 1000, 0, True) == 1000
+        assert len(srv.datagrams_to_send(t)) == 1
+    assert cc.bytes_in_flight + mds > cc.congestion_window
+    assert not srv.streams._pending_send
+    t += 1.0
+    assert srv.send_stream(0, b"v" * 100, 0, True) == 100
+    assert srv.pacer.next_send_time(t) is None  # the pacer would allow it
+    before = _state(srv, 0)
+    assert srv.outq._build_small(srv, t, mds) is None
+    assert _state(srv, 0) == before

@@ -751,3 +751,50 @@ def test_table_peer_params_raise_existing_limits() -> None:
     assert st.send.max_data == 50 and c.max_data_peer == 50
     assert c.get_params(True)["max_stream_data_bidi_remote"] == 50
     assert c.get_params(False)["max_streams_bidi"] == 0
+
+
+def test_send_slice_exact_chunk_is_the_chunk_itself() -> None:
+    """_slice: a range that is exactly one written chunk comes back as that
+    very object (no copy); sub-ranges and ranges spanning chunks are the
+    right bytes, in any order of calls (the cached chunk index moves)."""
+    a = bytes(range(256)) * 8  # >= 1024 bytes: each write is its own chunk
+    b = b"B" * 3000
+    c = bytes(range(255, -1, -1)) * 6
+    s = SendStream(max_data=1 << 20)
+    for piece in (a, b, c):
+        assert s.write(piece) == len(piece)
+    assert len(s._chunks) == 3
+    data = a + b + c
+    la, lb = len(a), len(b)
+    assert s._slice(0, la) is a
+    assert s._slice(la, la + lb) is b
+    assert s._slice(la + lb, len(data)) is c
+    assert s._slice(la, la + lb) is b  # again, from the cached index
+    cases = [(0, 1), (1, la - 1), (la - 1, la), (la - 1, la + 1), (la, la + 1),
+             (la + lb - 1, la + lb + 1), (10, la + lb + 10), (0, len(data)),
+             (la + 5, la + lb - 5), (len(data) - 1, len(data)), (la + lb, la + lb + 7)]
+    for start, end in cases + cases[::-1]:
+        assert s._slice(start, end) == data[start:end], (start, end)
+    rng = random.Random(11)
+    for _ in range(500):
+        start = rng.randrange(len(data))
+        end = rng.randrange(start + 1, len(data) + 1)
+        assert s._slice(start, end) == data[start:end], (start, end)
+    # once the first chunk is acknowledged and released, the rest still slices
+    s.next_chunk(len(data))
+    assert s.on_acked(0, la, False) is False
+    assert s._slice(la, la + lb) is b
+    assert s._slice(la + 3, la + lb + 3) == data[la + 3:la + lb + 3]
+
+
+def test_send_slice_small_writes_joined_into_one_chunk() -> None:
+    """Small writes are joined (one chunk): slices inside it are still right."""
+    s = SendStream(max_data=1 << 20)
+    parts = [bytes([i]) * 10 for i in range(50)]
+    for p in parts:
+        s.write(p)
+    data = b"".join(parts)
+    assert len(s._chunks) == 1
+    assert s._slice(0, len(data)) == data
+    assert s._slice(15, 37) == data[15:37]
+    assert drain(s, 64)[0] == (0, data[:64], False)
