@@ -551,9 +551,11 @@ class IOLoop:
         lock: Any = self.lock
         try:
             for _ in range(1 << 62):
-                now = time.monotonic()
-                timeout = self._timeout(now)  # (settling may signal the waiter)
                 if done() or runner.stopped or runner is not self._runner:
+                    break
+                now = time.monotonic()
+                timeout = self._timeout(now)
+                if done():  # settling (in _timeout) may have signalled the waiter
                     break
                 if deadline is not None:
                     left = deadline - now
