@@ -35,9 +35,12 @@ All methods run with :data:`pyquic.user.loop.LOOP.lock` held.
 
 from __future__ import annotations
 
+import array
 import errno
+import fcntl
 import socket
 import struct
+import termios
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -149,6 +152,7 @@ class Endpoint:
         self.pending: dict[tuple[Addr, bytes], Request] = {}
         self.closed = False
         self.gso = True  # UDP_SEGMENT until the kernel refuses it
+        self._nextlen = array.array("i", [0])  # FIONREAD result (on_readable)
         self.gro = False
         try:
             self.sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
@@ -275,10 +279,20 @@ class Endpoint:
                     return
                 dispatch(data, normalize_addr(addr), now)
             return
-        for _ in range(_RECV_BATCH):
+        fd = sock.fileno()
+        nextlen = self._nextlen
+        for i in range(_RECV_BATCH):
+            # after the first read, FIONREAD (the next datagram's length, 0
+            # when none) ends the batch without an EAGAIN read: a round trip
+            # reads one datagram (a queued empty datagram waits for the next
+            # batch, the selector being level-triggered)
             try:
+                if i:
+                    fcntl.ioctl(fd, termios.FIONREAD, nextlen, True)
+                    if not nextlen[0]:
+                        return
                 data, anc, _flags, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG_SPACE)
-            except OSError:
+            except OSError:  # EAGAIN (an empty datagram's report) or closed
                 return
             remote = normalize_addr(addr)
             seg = 0

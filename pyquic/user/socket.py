@@ -127,6 +127,9 @@ _STREAM_INFO_DEFAULT = abi.StreamInfo(-1, 0).pack()
 _SINFO = struct.Struct("=qI4x")
 assert _SINFO.size == abi.StreamInfo.SIZE
 _CMSG_HDR = _socket.CMSG_LEN(0)
+_SINFO_CMSG_LEN = _socket.CMSG_LEN(_SINFO.size)
+_HINFO = int(abi.CmsgType.HANDSHAKE_INFO)
+_SINFO_TYPE = int(abi.CmsgType.STREAM_INFO)
 _DEFAULT_BUF = 212992
 
 _CRYPTO_LEVELS = {int(v): v for v in abi.CryptoLevel}
@@ -943,17 +946,18 @@ class QuicSocket(QuicSocketMixin):
             for clevel, ctype, cdata in ancdata:
                 if clevel != SOL_QUIC:
                     continue
-                cdata = bytes(cdata)
-                if ctype == abi.CmsgType.HANDSHAKE_INFO:
-                    level = cdata[0] if cdata else 0
-                    has_hinfo = True
-                elif ctype == abi.CmsgType.STREAM_INFO:
+                if type(cdata) is not bytes:
+                    cdata = bytes(cdata)
+                if ctype == _SINFO_TYPE:
                     if len(cdata) < 16:
                         cdata = cdata + _STREAM_INFO_DEFAULT[len(cdata):]
                     sid, sflags = _SINFO.unpack_from(cdata)
                     if sflags & ~_STREAM_FLAGS:
                         raise _err(errno.EINVAL)
                     has_sinfo = True
+                elif ctype == _HINFO:
+                    level = cdata[0] if cdata else 0
+                    has_hinfo = True
                 else:
                     raise _err(errno.EINVAL)
             flush = not flags & MSG_MORE
@@ -1008,13 +1012,12 @@ class QuicSocket(QuicSocketMixin):
                      flush: bool) -> int:
         cur = sflags | (flags & ~_STREAM_FLAGS)
         deadline = self._deadline(bool(flags & MSG_DONTWAIT))
-        view = memoryview(data)
         sent = 0
         total = len(data)
         try:
             while True:
                 try:
-                    n = self._conn.send_stream(sid, bytes(view[sent:]) if sent else data,
+                    n = self._conn.send_stream(sid, data[sent:] if sent else data,
                                                cur, has_sinfo)
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.ENOSPC):
@@ -1132,7 +1135,8 @@ class QuicSocket(QuicSocketMixin):
         """Append a cmsg as the kernel's put_cmsg() would fit it in ``space`` bytes."""
         if space < _CMSG_HDR:
             return MSG_CTRUNC
-        need = _socket.CMSG_LEN(len(payload))
+        need = _SINFO_CMSG_LEN if len(payload) == _SINFO.size else \
+            _socket.CMSG_LEN(len(payload))
         if space < need:
             anc.append((SOL_QUIC, ctype, payload[: space - _CMSG_HDR]))
             return MSG_CTRUNC
