@@ -282,6 +282,7 @@ TICKET_MIN_LEN, TICKET_MAX_LEN = 64, 4096
 TP_EXT_MAX_LEN = 512
 S32_MAX = 0x7FFFFFFF
 _U32 = 0xFFFFFFFF
+_PN_MASKS = (0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF)
 _VARINT_MASK = (0, 0x3F, 0x3FFF, 0, 0x3FFFFFFF, 0, 0, 0, 0x3FFFFFFFFFFFFFFF)  # the kernel ABI's error code fields are u32 (frame.c truncates)
 # RFC 9000 §5.1.2: RETIRE_CONNECTION_ID frames waiting to be sent, at most this
 # many times our active_connection_id_limit (then CONNECTION_ID_LIMIT_ERROR)
@@ -1161,7 +1162,9 @@ class QuicConnection:
         key = self._recv_keys[APP]
         if entry is None or key is None:
             return False
-        mask = key.hp_mask(bytes(data[pn_off + 4:pn_off + 20]))  # RFC 9001 §5.4.2
+        sample = data[pn_off + 4:pn_off + 20]  # RFC 9001 §5.4.2
+        hp = key._hp_encryptor
+        mask = hp.update(sample) if hp is not None else key.hp_mask(bytes(sample))
         first = data[0] ^ (mask[0] & 0x1F)
         phase = self.key_phase ^ 1 if self._key_pending else self.key_phase
         if (first >> 2) & 1 != phase or first & 0x18:
@@ -1171,7 +1174,10 @@ class QuicConnection:
         trunc = int.from_bytes(data[pn_off:pn_end], "big") ^ int.from_bytes(
             mask[1:1 + pn_len], "big")
         pns = self.spaces[APP]
-        pn = decode_packet_number(trunc, pn_len, pns.largest_received)
+        nxt = pns.largest_received + 1
+        # the next packet in order: what RFC 9000 A.3's decoding gives then
+        pn = nxt if trunc == nxt & _PN_MASKS[pn_len] else decode_packet_number(
+            trunc, pn_len, nxt - 1)
         if pn < self._key_phase_start_pn:
             return False
         aad = b"".join((bytes((first,)), dcid, trunc.to_bytes(pn_len, "big")))
@@ -1180,7 +1186,7 @@ class QuicConnection:
                                         data[pn_end:], aad)
         except InvalidTag:
             return False
-        if pns.is_duplicate(pn):
+        if pn != nxt and pns.is_duplicate(pn):
             return False
         # --- authenticated: from here on the packet is processed
         if self._ack_later is not None:

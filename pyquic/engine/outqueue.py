@@ -685,7 +685,9 @@ class OutQueue:
         header = b"".join((bytes((first,)), dcid, tpn.to_bytes(pn_len, "big")))
         ct = key._aead.encrypt((key._iv_int ^ pn).to_bytes(12, "big"), plain, header)
         s = 4 - pn_len
-        mask = key.hp_mask(ct[s:s + _SAMPLE_LEN])
+        hp = key._hp_encryptor
+        mask = hp.update(ct[s:s + _SAMPLE_LEN]) if hp is not None else \
+            key.hp_mask(ct[s:s + _SAMPLE_LEN])
         tpn ^= int.from_bytes(mask[1:1 + pn_len], "big")
         dgram = b"".join((bytes((first ^ (mask[0] & 0x1F),)), dcid,
                           tpn.to_bytes(pn_len, "big"), ct))
@@ -702,8 +704,13 @@ class OutQueue:
             conn.cc.bytes_in_flight += size
             pacer = conn.pacer
             if pacer.rate > 0:  # Pacer.on_packet_sent
-                pacer._refill(now)
-                pacer.tokens = max(pacer.tokens - size, -float(pacer.capacity))
+                last = pacer.last
+                tokens = pacer.tokens
+                if last is None or now > last:  # Pacer._refill
+                    if last is not None:
+                        tokens = min(float(pacer.capacity), tokens + (now - last) * pacer.rate)
+                    pacer.last = now
+                pacer.tokens = max(tokens - size, -float(pacer.capacity))
             conn._on_eliciting_sent(now)
         return dgram
 
