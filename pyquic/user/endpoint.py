@@ -294,7 +294,7 @@ class Endpoint:
                 data, anc, _flags, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG_SPACE)
             except OSError:  # EAGAIN (an empty datagram's report) or closed
                 return
-            remote = normalize_addr(addr)
+            remote = addr if len(addr) == 2 else normalize_addr(addr)  # (IPv4 as is)
             seg = 0
             for level, ctype, cdata in anc:
                 if level == _SOL_UDP and ctype == _UDP_GRO and len(cdata) >= 2:

@@ -688,7 +688,8 @@ class IOLoop:
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
         heap, valid = self._heap, self._when
-        for _ in range(len(heap)):
+        # (nothing is due when the earliest entry, stale or not, is later)
+        for _ in range(len(heap) if heap and heap[0][0] <= now else 0):
             self._pop_stale()
             if not heap or heap[0][0] > now:
                 break
