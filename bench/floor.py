@@ -1,0 +1,105 @@
+"""The machine's floor for a Python request/response over UDP, without QUIC.
+
+Two processes exchange 64-byte messages on loopback as ``bench/run.py``'s
+round-trip figure does, each message sealed and opened with AES-128-GCM and
+an AES-ECB header-protection mask (the cryptography calls a QUIC stack makes
+per packet), each side sleeping in ``epoll`` until the other's datagram
+arrives.  No QUIC state, no frames, no timers: what is left is the system
+calls, the wake-ups and the crypto.  A Python QUIC stack's round trips per
+second stay below this figure; the gap is its own per-packet work.
+
+    python bench/floor.py --round-trips 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import sys
+import time
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+_KEY = bytes(range(16))
+_IV = int.from_bytes(bytes(range(12)), "big")
+_DCID = bytes(8)
+
+
+class _Sealer:
+    """Short-header-like packets: 1 flag byte, 8-byte DCID, 2-byte PN, AEAD."""
+
+    def __init__(self) -> None:
+        self.aead = AESGCM(_KEY)
+        self.hp = Cipher(algorithms.AES(_KEY), modes.ECB()).encryptor()
+        self.pn = 0
+
+    def seal(self, payload: bytes) -> bytes:
+        self.pn += 1
+        pn = self.pn.to_bytes(2, "big")
+        header = b"\x41" + _DCID + pn
+        ct = self.aead.encrypt((_IV ^ self.pn).to_bytes(12, "big"), payload, header)
+        mask = self.hp.update(ct[2:18])
+        return b"".join((bytes((0x41 ^ (mask[0] & 0x1F),)), _DCID,
+                         bytes((pn[0] ^ mask[1], pn[1] ^ mask[2])), ct))
+
+    def open(self, data: bytes) -> bytes:
+        mask = self.hp.update(data[13:29])
+        first = data[0] ^ (mask[0] & 0x1F)
+        pn = bytes((data[9] ^ mask[1], data[10] ^ mask[2]))
+        header = bytes((first,)) + data[1:9] + pn
+        nonce = (_IV ^ int.from_bytes(pn, "big")).to_bytes(12, "big")
+        return self.aead.decrypt(nonce, data[11:], header)
+
+
+def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
+          first: bool) -> tuple[float, float]:
+    """``count`` exchanges; returns (wall seconds, CPU seconds of this process)."""
+    ep = select.epoll()
+    ep.register(sock.fileno(), select.EPOLLIN)
+    sealer = _Sealer()
+    msg = bytes(64)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(count):
+        if first:
+            assert peer is not None
+            sock.sendto(sealer.seal(msg), peer)
+        if not ep.poll(5.0):
+            raise SystemExit("peer silent for 5 s")
+        data, addr = sock.recvfrom(2048)
+        sealer.open(data)
+        if not first:
+            sock.sendto(sealer.seal(msg), addr)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--round-trips", type=int, default=20000)
+    args = ap.parse_args()
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    addr = server.getsockname()
+    pid = os.fork()
+    if pid == 0:  # the echoing side
+        try:
+            _side(server, None, args.round_trips, False)
+        finally:
+            os._exit(0)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    client.bind(("127.0.0.1", 0))
+    client.setblocking(False)
+    try:
+        wall, cpu = _side(client, addr, args.round_trips, True)
+    finally:
+        os.waitpid(pid, 0)
+    n = args.round_trips
+    print(f"UDP + AES-GCM ping-pong floor: {n / wall:,.0f} round trips/s, "
+          f"client CPU {cpu / n * 1e6:.1f} us per round trip", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
