@@ -2180,17 +2180,19 @@ class QuicConnection:
             probe = self._build_pmtu_probe(now)
             if probe is not None:
                 dgrams.append(probe)
-        remote, local = self.paths.remote, self.paths.local
+        active = self.paths.paths[0]
+        remote, local = active.remote, active.local
         out = [(d, remote, local) for d in dgrams]
-        if self.state == ConnState.ESTABLISHED:
-            for data, r, lo in self._path_responses:
-                resp = self._build_probe(now, self.dcid, fr.PathResponseFrame(data).encode(),
-                                         MIN_PMTU)
-                if resp is not None:
-                    out.append((resp, r, lo if lo is not None else local))
-            out.extend(self._probe_out)
-        self._path_responses.clear()
-        self._probe_out.clear()
+        if self._path_responses or self._probe_out:
+            if self.state == ConnState.ESTABLISHED:
+                for data, r, lo in self._path_responses:
+                    resp = self._build_probe(now, self.dcid,
+                                             fr.PathResponseFrame(data).encode(), MIN_PMTU)
+                    if resp is not None:
+                        out.append((resp, r, lo if lo is not None else local))
+                out.extend(self._probe_out)
+            self._path_responses.clear()
+            self._probe_out.clear()
         if self._ku_hold and self._ku_sent_at is None and out:
             self._ku_sent_at = now  # first packets under the new keys
         self._timers_stale = True
