@@ -18,6 +18,7 @@ from pyquic.engine.errors import PROTOCOL_VIOLATION
 from pyquic.engine.timer import TimerKind
 
 from .netsim import CLIENT_ADDR, SERVER_ADDR, NetSim
+from .test_fastpath import _protected, _read_all
 
 APP = 2
 NEW, FIN = 0x400, 0x200
@@ -66,16 +67,6 @@ def _to_client(cli: QuicConnection, dgrams: list[bytes], now: float) -> None:
         cli.receive_datagram(d, SERVER_ADDR, CLIENT_ADDR, now)
 
 
-def _read(conn: QuicConnection) -> bytes:
-    got = b""
-    for _ in range(100):
-        item = conn.recv(65536)
-        if item is None:
-            break
-        got += item.data
-    return got
-
-
 def _payload(receiver: QuicConnection, d: bytes) -> bytes:
     """The plaintext payload of a 1-RTT datagram, decrypted with
     ``receiver``'s key (not delivered to it)."""
@@ -94,19 +85,6 @@ def _frames(receiver: QuicConnection, d: bytes) -> list[Any]:
     return fr.parse_frames(_payload(receiver, d), int(pk.PacketType.ONE_RTT))
 
 
-def _protected(src: QuicConnection, payload: bytes) -> bytes:
-    """A 1-RTT packet from ``src`` carrying ``payload``, sealed with its real
-    1-RTT key and its next packet number (as tests/engine/test_fastpath.py)."""
-    pns = src.spaces[APP]
-    pn = pns.next_pn
-    pns.next_pn += 1
-    payload += bytes(max(0, pk.min_payload_len(4) - len(payload)))
-    hdr = pk.encode_short_header(src.dcid, pn, 4, key_phase=src.key_phase)
-    key = src.send_key(APP)
-    assert key is not None
-    return pk.protect(key, hdr, payload, pn)
-
-
 def _round_trip(sim: NetSim, cli: QuicConnection, srv: QuicConnection,
                 gap: float = 0.004) -> tuple[int, float, float]:
     """One request (client, at sim.now) and its reply (server), delivered
@@ -118,7 +96,7 @@ def _round_trip(sim: NetSim, cli: QuicConnection, srv: QuicConnection,
     assert cli.spaces[APP].sent[req_pn].sent_time == t0
     t1 = t0 + gap
     _to_server(srv, req, t1)
-    assert _read(srv) == b"request"
+    assert _read_all(srv) == b"request"
     rsp = _send(srv, b"response", t1)
     assert len(rsp) == 1
     t2 = t1 + gap
@@ -142,7 +120,7 @@ def test_reply_ack_is_deferred_then_settled_with_the_arrival_rtt(how: str) -> No
     assert req_pn in cli.spaces[APP].sent  # not processed yet
     assert cli.cc.bytes_in_flight > 0
     assert cli.rtt.latest_rtt == old_rtt
-    assert _read(cli) == b"response"  # the data went to the application at once
+    assert _read_all(cli) == b"response"  # the data went to the application at once
     if how == "next_timer":
         cli.next_timer()
     else:
@@ -177,7 +155,7 @@ def test_next_fast_path_packet_settles_the_previous_ack_first() -> None:
     req2 = _send(cli, b"again", t2)
     assert cli._ack_later is first
     _to_server(srv, req2, t2 + 0.004)
-    assert _read(srv) == b"again"
+    assert _read_all(srv) == b"again"
     rsp = _send(srv, b"reply2", t2 + 0.004)
     _to_client(cli, rsp, t2 + 0.008)
     assert cli._ack_later is not None and cli._ack_later is not first
@@ -209,7 +187,7 @@ def test_settle_detects_packet_threshold_loss_and_retransmits(later: int, lost: 
         pns.append(cli.spaces[APP].next_pn - 1)
     t1 = t0 + 0.005
     _to_server(srv, dgrams[1:], t1)  # the first one is lost
-    assert _read(srv) == b""  # a gap: nothing in order yet
+    assert _read_all(srv) == b""  # a gap: nothing in order yet
     rsp = _send(srv, b"reply", t1)
     assert len(rsp) == 1
     t2 = t1 + 0.005
@@ -218,7 +196,7 @@ def test_settle_detects_packet_threshold_loss_and_retransmits(later: int, lost: 
     assert cli._ack_later[0].ranges[0][1] == pns[-1]
     assert all(pn in cli.spaces[APP].sent for pn in pns)
     assert cli._losses == 0
-    assert _read(cli) == b"reply"
+    assert _read_all(cli) == b"reply"
     assert cli.settle() is lost
     assert cli._ack_later is None
     assert all(pn not in cli.spaces[APP].sent for pn in pns[1:])
@@ -235,7 +213,7 @@ def test_settle_detects_packet_threshold_loss_and_retransmits(later: int, lost: 
     assert any(f.stream_id == 0 and f.offset == base and f.data == pieces[0]
                for f in streams), streams
     _to_server(srv, out, t2 + 0.005)
-    assert _read(srv) == b"".join(pieces)
+    assert _read_all(srv) == b"".join(pieces)
 
 
 def _tampered_ack(cli: QuicConnection, srv: QuicConnection, multi: bool) -> bytes:
@@ -371,7 +349,7 @@ def test_idle_timer_is_armed_lazily_from_the_last_activity() -> None:
     t1 = t0 + 0.004
     _to_server(srv, _send(cli, b"request", t0), t1)
     assert srv._last_activity == t1
-    assert _read(srv) == b"request"
+    assert _read_all(srv) == b"request"
     t_reply = t1 + 0.003
     assert len(_send(srv, b"response", t_reply)) == 1
     assert srv._last_activity == t_reply  # first ack-eliciting send after receipt

@@ -17,7 +17,7 @@ from pyquic.engine.connection import QuicConnection
 from pyquic.user.loop import LOOP
 from pyquic.user.socket import QuicSocket
 
-from .test_socket import _handshake_pair, _send_stream
+from .test_socket import _connected, _handshake_pair, _send_stream
 
 APP = 2
 ROUNDS = 300
@@ -46,15 +46,7 @@ def test_request_response_leaves_no_deferred_ack(cert, monkeypatch: pytest.Monke
     """Many exchanges on one stream: every reply's ACK (deferred by the fast
     receive path) is processed, so the client's sent packets stay few; once
     idle no deferred ACK and no unsettled socket remain."""
-    with QuicSocket() as lst, QuicSocket() as c:
-        lst.bind(("127.0.0.1", 0))
-        lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
-        lst.listen(1)
-        lst.settimeout(30)
-        c.connect(lst.getsockname())
-        srv = _handshake_pair(lst, cert, c)
-        c.settimeout(30)
-        srv.settimeout(30)
+    with _connected(cert) as (c, srv):
         errors: list[BaseException] = []
 
         def echo() -> None:

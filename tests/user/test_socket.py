@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -409,9 +411,10 @@ def _echo_once(srv: QuicSocket, sid: int) -> None:
     _send_stream(srv, data, sid, abi.StreamFlag.NEW | abi.StreamFlag.FIN)
 
 
-def test_blocked_thread_polls_itself(cert) -> None:
-    """Leader/follower: a thread blocked in recv becomes the poller (the I/O
-    thread parks) and receives its answer without the I/O thread's help."""
+@contextlib.contextmanager
+def _connected(cert) -> Iterator[tuple[QuicSocket, QuicSocket]]:  # type: ignore[no-untyped-def]
+    """A client and its accepted server socket on 127.0.0.1 after the
+    handshake, both with a 30 s timeout."""
     with QuicSocket() as lst, QuicSocket() as c:
         lst.bind(("127.0.0.1", 0))
         lst.setsockopt(SOL_QUIC, abi.SockOpt.ALPN, b"h3")
@@ -421,6 +424,16 @@ def test_blocked_thread_polls_itself(cert) -> None:
         srv = _handshake_pair(lst, cert, c)
         c.settimeout(30)
         srv.settimeout(30)
+        try:
+            yield c, srv
+        finally:
+            srv.close()
+
+
+def test_blocked_thread_polls_itself(cert) -> None:
+    """Leader/follower: a thread blocked in recv becomes the poller (the I/O
+    thread parks) and receives its answer without the I/O thread's help."""
+    with _connected(cert) as (c, srv):
         got: dict[str, object] = {}
 
         def client() -> None:
