@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 # ---------------------------------------------------------------- constants
 
@@ -124,6 +125,15 @@ class AlertDescription(IntEnum):
     certificate_required = 116
     no_application_protocol = 120
 
+
+def _members(enum_cls: type[IntEnum]) -> type:
+    """A plain class holding ``enum_cls``'s members as attributes: on Python
+    3.11 an attribute load from an Enum class costs several times one from a
+    plain class, and message (de)coding compares extension types often."""
+    return type(f"_{enum_cls.__name__}Members", (), {m.name: m for m in enum_cls})
+
+
+_E: Any = _members(ExtensionType)
 
 TLS_VERSION_1_2 = 0x0303
 TLS_VERSION_1_3 = 0x0304
@@ -408,7 +418,7 @@ class ClientHello:
     other_extensions: list[tuple[int, bytes]] = field(default_factory=list)
 
     def _extensions(self) -> list[tuple[int, bytes]]:
-        E = ExtensionType
+        E = _E
         exts: list[tuple[int, bytes]] = []
         if self.server_name is not None:
             exts.append((E.SERVER_NAME, encode_server_name(self.server_name)))
@@ -451,7 +461,7 @@ class ClientHello:
 
     @classmethod
     def decode(cls, body: bytes) -> ClientHello:
-        E = ExtensionType
+        E = _E
         r = Reader(body)
         r.uint(2)  # legacy_version: negotiation uses supported_versions (§4.2.1)
         random = r.raw(32)
@@ -545,7 +555,7 @@ class ServerHello:
         return self.random == HRR_RANDOM
 
     def encode(self) -> bytes:
-        E = ExtensionType
+        E = _E
         exts: list[tuple[int, bytes]] = []
         if self.supported_version is not None:
             exts.append((E.SUPPORTED_VERSIONS, _u16(self.supported_version)))
@@ -570,7 +580,7 @@ class ServerHello:
 
     @classmethod
     def decode(cls, body: bytes) -> ServerHello:
-        E = ExtensionType
+        E = _E
         r = Reader(body)
         legacy_version = r.uint(2)
         random = r.raw(32)
@@ -636,7 +646,7 @@ class EncryptedExtensions:
     other_extensions: list[tuple[int, bytes]] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        E = ExtensionType
+        E = _E
         exts: list[tuple[int, bytes]] = []
         if self.server_name_ack:
             exts.append((E.SERVER_NAME, b""))
@@ -651,7 +661,7 @@ class EncryptedExtensions:
 
     @classmethod
     def decode(cls, body: bytes) -> EncryptedExtensions:
-        E = ExtensionType
+        E = _E
         r = Reader(body)
         exts = _decode_extensions(r)
         r.done()
