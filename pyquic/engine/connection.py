@@ -319,6 +319,9 @@ class ConnState(IntEnum):
 
 
 _CLOSED_STATES = (ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING)
+_NO_RECEIVE_STATES = (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING)
+_ENDED_STATES = (ConnState.CLOSED, ConnState.DRAINING)
+_CLOSING, _ESTABLISHED = ConnState.CLOSING, ConnState.ESTABLISHED
 
 
 def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -1012,9 +1015,9 @@ class QuicConnection:
         self._now = now
         if self._receive_fast(data, remote, local, now):
             return
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
+        if self.state in _NO_RECEIVE_STATES:
             return
-        if self.state == ConnState.CLOSING:
+        if self.state == _CLOSING:
             self._closing_receive(now)
             return
         if not self._replaying:
@@ -1035,7 +1038,7 @@ class QuicConnection:
             except PacketError:
                 break
             end = hdr.packet_end
-            if hdr.packet_type == PacketType.INITIAL and not self.is_client and n < 1200:
+            if hdr.packet_type == _PT_INITIAL and not self.is_client and n < 1200:
                 break  # RFC 9000 §14.1: undersized Initial datagram
             largest = self.spaces[APP].largest_received
             try:
@@ -1051,7 +1054,7 @@ class QuicConnection:
             except (ValueError, LookupError) as e:  # defensive: never crash the caller
                 self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
                 return
-            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+            if self.state in _ENDED_STATES:
                 return
             off = end
             if not hdr.is_long:
@@ -1074,7 +1077,7 @@ class QuicConnection:
             if left is not None and short_newest and remote == self.paths.remote:
                 self._left_remote = left = None  # the server moved as well
             if short_newest and remote != left and \
-                    self.state == ConnState.ESTABLISHED and remote is not None and \
+                    self.state == _ESTABLISHED and remote is not None and \
                     self.paths.remote is not None and (
                         remote != self.paths.remote or (
                             self.per_path_io and local is not None and not self.is_client
@@ -1381,7 +1384,7 @@ class QuicConnection:
                 self._drop_space(INITIAL)
         frames = fr.parse_frames(payload, int(ptype))
         eliciting = self._process_frames(space, frames, now, ptype)
-        if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+        if self.state in _ENDED_STATES:
             return True
         pns.on_packet_received(pn, now, eliciting)
         return True
