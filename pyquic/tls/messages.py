@@ -297,14 +297,21 @@ def _decode_extensions(r: Reader) -> list[tuple[int, bytes]]:
     block = r.sub(2)
     seen: set[int] = set()
     out: list[tuple[int, bytes]] = []
-    while not block.eof():
-        etype = block.uint(2)
-        data = block.vec(2)
+    # type(2) and length(2) read in place (the Reader's checks, inline)
+    buf, pos, end = block.buf, block.pos, block.end
+    while pos < end:
+        if pos + 4 > end:
+            raise _decode_error("message truncated")
+        etype = buf[pos] << 8 | buf[pos + 1]
+        start = pos + 4
+        pos = start + (buf[pos + 2] << 8 | buf[pos + 3])
+        if pos > end:
+            raise _decode_error("message truncated")
         # RFC 8446 §4.2: no more than one extension of the same type.
         if etype in seen:
             raise _illegal(f"duplicate extension {etype}")
         seen.add(etype)
-        out.append((etype, data))
+        out.append((etype, bytes(buf[start:pos])))
     return out
 
 
