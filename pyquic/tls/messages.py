@@ -14,6 +14,7 @@ opaque bytes, EndOfEarlyData and KeyUpdate are never used.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -176,6 +177,10 @@ def _illegal(what: str) -> TlsAlert:
 # ---------------------------------------------------------------- primitives
 
 
+#: big-endian uint16 arrays of the usual list lengths
+_U16S = {n: struct.Struct(f">{n}H") for n in range(1, 33)}
+
+
 class Reader:
     """Bounds-checked reader; any overrun is a decode_error (RFC 8446 §6.2)."""
 
@@ -207,25 +212,41 @@ class Reader:
         return bytes(self.buf[pos : pos + size])
 
     def vec(self, len_size: int, min_len: int = 0) -> bytes:
-        n = self.uint(len_size)
+        # uint(len_size) then raw(n), inline (the same checks in the same order)
+        pos = self.pos
+        start = pos + len_size
+        if start > self.end:
+            raise _decode_error("message truncated")
+        n = int.from_bytes(self.buf[pos:start], "big")
         if n < min_len:
             raise _decode_error("vector too short")
-        return self.raw(n)
+        stop = start + n
+        if stop > self.end:
+            raise _decode_error("message truncated")
+        self.pos = stop
+        return bytes(self.buf[start:stop])
 
     def sub(self, len_size: int, min_len: int = 0) -> Reader:
-        n = self.uint(len_size)
+        pos = self.pos
+        start = pos + len_size
+        if start > self.end:
+            raise _decode_error("message truncated")
+        n = int.from_bytes(self.buf[pos:start], "big")
         if n < min_len:
             raise _decode_error("vector too short")
-        if self.pos + n > self.end:
+        stop = start + n
+        if stop > self.end:
             raise _decode_error("message truncated")
-        r = Reader(self.buf, self.pos, self.pos + n)
-        self.pos += n
-        return r
+        self.pos = stop
+        return Reader(self.buf, start, stop)
 
     def uint_list(self, len_size: int, item_size: int, min_len: int = 0) -> list[int]:
         data = self.vec(len_size, min_len)
         if len(data) % item_size:
             raise _decode_error("bad list length")
+        if item_size == 2:  # cipher suites, groups, signature schemes, versions
+            count = len(data) >> 1
+            return list((_U16S.get(count) or struct.Struct(f">{count}H")).unpack(data))
         return [
             int.from_bytes(data[i : i + item_size], "big") for i in range(0, len(data), item_size)
         ]
