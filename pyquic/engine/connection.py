@@ -299,6 +299,13 @@ _PROBING_FRAMES = frozenset((fr.PaddingFrame, fr.PathChallengeFrame, fr.PathResp
 _LEVEL_SPACE: dict[int, int] = {CryptoLevel.INITIAL: INITIAL, CryptoLevel.HANDSHAKE: HANDSHAKE,
                 CryptoLevel.APP: APP, CryptoLevel.EARLY: APP}
 _SPACE_LEVEL = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
+# enum members as module constants for the handshake paths (a class
+# attribute load of an Enum costs several times a global load on 3.11)
+_PT_INITIAL, _PT_HANDSHAKE = PacketType.INITIAL, PacketType.HANDSHAKE
+_PT_ZERO_RTT, _PT_ONE_RTT = PacketType.ZERO_RTT, PacketType.ONE_RTT
+_LV_EARLY = CryptoLevel.EARLY
+_SEND_LEVELS = (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP)
+_SECRET_LEVELS = (CryptoLevel.APP, CryptoLevel.EARLY, CryptoLevel.HANDSHAKE)
 _PTYPE_SPACE = {PacketType.INITIAL: INITIAL, PacketType.HANDSHAKE: HANDSHAKE,
                 PacketType.ZERO_RTT: APP, PacketType.ONE_RTT: APP}
 
@@ -310,6 +317,12 @@ class ConnState(IntEnum):
     ESTABLISHED = 3
     CLOSING = 4
     DRAINING = 5
+
+
+_CLOSED_STATES = (ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING)
+_NO_RECEIVE_STATES = (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING)
+_ENDED_STATES = (ConnState.CLOSED, ConnState.DRAINING)
+_CLOSING, _ESTABLISHED = ConnState.CLOSING, ConnState.ESTABLISHED
 
 
 def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -536,7 +549,7 @@ class QuicConnection:
 
     @property
     def is_closed(self) -> bool:
-        return self.state in (ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING)
+        return self.state in _CLOSED_STATES
 
     def send_key(self, space: int) -> PacketKey | None:
         """Key used to send in ``space`` (0-RTT uses the EARLY key)."""
@@ -682,7 +695,7 @@ class QuicConnection:
         """Queue a TLS handshake message at ``level`` (sendmsg + HANDSHAKE_INFO)."""
         if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
-        if level not in (CryptoLevel.INITIAL, CryptoLevel.HANDSHAKE, CryptoLevel.APP):
+        if level not in _SEND_LEVELS:
             raise _oserr(errno.EINVAL, "bad crypto level")
         space = _LEVEL_SPACE[level]  # (keys are IntEnum: an int finds them)
         if self._send_keys[space] is None:
@@ -696,14 +709,14 @@ class QuicConnection:
         if self.state != ConnState.ESTABLISHING:
             raise _oserr(errno.EINVAL)
         level = secret.level
-        if level not in (CryptoLevel.APP, CryptoLevel.EARLY, CryptoLevel.HANDSHAKE):
+        if level not in _SECRET_LEVELS:
             raise _oserr(errno.EINVAL, "bad crypto level")
         try:
             hlen = 48 if hash_for_cipher(secret.type) == "sha384" else 32
             key = PacketKey(secret.type, bytes(secret.secret[:hlen]), self.version)
         except (ValueError, KeyError):
             raise _oserr(errno.EINVAL, "bad cipher") from None
-        if level == CryptoLevel.EARLY:
+        if level == _LV_EARLY:
             if secret.send:
                 self._early_send = key
                 # stream data may now go out as 0-RTT (socket.c data_level)
@@ -1013,9 +1026,9 @@ class QuicConnection:
             return
         if self._ack_later is not None:
             self.settle()
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
+        if self.state in _NO_RECEIVE_STATES:
             return
-        if self.state == ConnState.CLOSING:
+        if self.state == _CLOSING:
             self._closing_receive(now)
             return
         if not self._replaying:
@@ -1036,7 +1049,7 @@ class QuicConnection:
             except PacketError:
                 break
             end = hdr.packet_end
-            if hdr.packet_type == PacketType.INITIAL and not self.is_client and n < 1200:
+            if hdr.packet_type == _PT_INITIAL and not self.is_client and n < 1200:
                 break  # RFC 9000 §14.1: undersized Initial datagram
             largest = self.spaces[APP].largest_received
             try:
@@ -1052,7 +1065,7 @@ class QuicConnection:
             except (ValueError, LookupError) as e:  # defensive: never crash the caller
                 self._close_transport(PROTOCOL_VIOLATION, 0, f"malformed: {e}")
                 return
-            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+            if self.state in _ENDED_STATES:
                 return
             off = end
             if not hdr.is_long:
@@ -1075,7 +1088,7 @@ class QuicConnection:
             if left is not None and short_newest and remote == self.paths.remote:
                 self._left_remote = left = None  # the server moved as well
             if short_newest and remote != left and \
-                    self.state == ConnState.ESTABLISHED and remote is not None and \
+                    self.state == _ESTABLISHED and remote is not None and \
                     self.paths.remote is not None and (
                         remote != self.paths.remote or (
                             self.per_path_io and local is not None and not self.is_client
@@ -1333,9 +1346,9 @@ class QuicConnection:
         upgrade = 0
         if hdr.is_long and hdr.version != self.version:
             old = self._old_initial
-            if old is not None and ptype == PacketType.INITIAL and hdr.version == old[0]:
+            if old is not None and ptype == _PT_INITIAL and hdr.version == old[0]:
                 key = old[1]  # server: the client's Initial in the original version
-            elif self.is_client and ptype == PacketType.INITIAL and \
+            elif self.is_client and ptype == _PT_INITIAL and \
                     self._recv_keys[INITIAL] is not None and \
                     hdr.version in SUPPORTED_VERSIONS and \
                     not self._version_followed:
@@ -1350,7 +1363,7 @@ class QuicConnection:
         space = _PTYPE_SPACE[ptype]
         if key is not None:
             pass
-        elif ptype == PacketType.ZERO_RTT:
+        elif ptype == _PT_ZERO_RTT:
             key = self._early_recv
         else:
             key = self._recv_keys[space]
@@ -1364,7 +1377,7 @@ class QuicConnection:
             return False
         self._rx_dcid_seq = dcid_entry.seq if dcid_entry is not None else None
         pns = self.spaces[space]
-        if ptype == PacketType.ONE_RTT and self.plaintext_1rtt:
+        if ptype == _PT_ONE_RTT and self.plaintext_1rtt:
             return self._receive_plaintext(data, hdr, pns, now)
         try:
             um = remove_header_protection(key, data, hdr)
@@ -1372,7 +1385,7 @@ class QuicConnection:
             return False
         pn = decode_packet_number(um.truncated_pn, um.pn_len, pns.largest_received)
         phase_change = False
-        if ptype == PacketType.ONE_RTT and um.key_phase != self.key_phase_recv:
+        if ptype == _PT_ONE_RTT and um.key_phase != self.key_phase_recv:
             if pn < self._key_phase_start_pn:
                 # a late packet of the previous phase: its keys are kept for
                 # 3 PTO after the update, then discarded (RFC 9001 §6.5)
@@ -1395,18 +1408,18 @@ class QuicConnection:
             self._change_version(upgrade)
         if phase_change:
             self._on_peer_key_phase(pn, now)
-        elif ptype == PacketType.ONE_RTT and self._key_phase_start_pn < 0:
+        elif ptype == _PT_ONE_RTT and self._key_phase_start_pn < 0:
             self._key_phase_start_pn = pn
-        if self._ku_hold and ptype == PacketType.ONE_RTT and not self._key_pending \
+        if self._ku_hold and ptype == _PT_ONE_RTT and not self._key_pending \
                 and key is self._recv_keys[APP]:
             self._ku_check(now)
         # first packet from the server: switch to its chosen CID (RFC 9000 §7.2)
-        if self.is_client and ptype == PacketType.INITIAL and self.peer_initial_scid is None:
+        if self.is_client and ptype == _PT_INITIAL and self.peer_initial_scid is None:
             self.peer_initial_scid = hdr.scid
             self.dcid = hdr.scid
             self.dest = DestConnIdSet(self.local_tp["active_connection_id_limit"])
             self.dest.add(hdr.scid, 0)
-        if not self.is_client and ptype == PacketType.HANDSHAKE:
+        if not self.is_client and ptype == _PT_HANDSHAKE:
             # RFC 9000 §8.1: a Handshake packet validates the client's address;
             # RFC 9001 §4.9.1: the server discards Initial keys now.
             self.paths.validate()
@@ -1414,7 +1427,7 @@ class QuicConnection:
                 self._drop_space(INITIAL)
         frames = fr.parse_frames(payload, int(ptype))
         eliciting = self._process_frames(space, frames, now, ptype)
-        if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+        if self.state in _ENDED_STATES:
             return True
         pns.on_packet_received(pn, now, eliciting)
         return True

@@ -108,6 +108,7 @@ _CIPHERS: dict[int, tuple[int, str]] = {
 _IV_LEN = 12
 _TAG_LEN = 16
 _HP_ZERO = bytes(5)
+_ECB = modes.ECB()  # stateless: one instance serves every header-protection key
 
 
 def hash_for_cipher(cipher: int) -> str:
@@ -228,6 +229,7 @@ class PacketKey:
     __slots__ = (
         "_aead",
         "_hp_encryptor",
+        "_hp_given",
         "_iv_int",
         "_material",
         "_prev",
@@ -259,6 +261,9 @@ class PacketKey:
             raise ValueError("a packet key needs a secret")
         self.hash_name = hash_name
         self.tag_len = _TAG_LEN
+        # an hp key given up front (checked in _derive without a failing
+        # attribute lookup: an exception per derived key is not free)
+        self._hp_given = _hp_key is not None
         if _hp_key is not None:
             self.hp_key = _hp_key
         # (key, iv, hp) already derived (Initial keys, see initial_keys)
@@ -302,17 +307,15 @@ class PacketKey:
             l_key, l_iv, l_hp, _ = _LABELS[self.version]
             secret = self.secret
             prev = self._prev
-            try:
+            if self._hp_given:
                 hp_key = object.__getattribute__(self, "hp_key")
-            except AttributeError:
-                if prev is not None:  # RFC 9001 §6: the hp key is not updated
-                    hp_key = prev.hp_key
-                    key, iv = _expand_labels(hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN)))
-                else:
-                    key, iv, hp_key = _expand_labels(
-                        hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN), (l_hp, key_len)))
-            else:
                 key, iv = _expand_labels(hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN)))
+            elif prev is not None:  # RFC 9001 §6: the hp key is not updated
+                hp_key = prev.hp_key
+                key, iv = _expand_labels(hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN)))
+            else:
+                key, iv, hp_key = _expand_labels(
+                    hash_name, secret, ((l_key, key_len), (l_iv, _IV_LEN), (l_hp, key_len)))
             self._prev = None  # secret and hp key taken: let the old phase go
         aead: AESGCM | AESCCM | ChaCha20Poly1305
         if self.cipher == TLS_CIPHER_CHACHA20_POLY1305:
@@ -321,7 +324,7 @@ class PacketKey:
         else:
             aead = AESCCM(key) if self.cipher == TLS_CIPHER_AES_CCM_128 else AESGCM(key)
             # RFC 9001 §5.4.3: AES-ECB of the sample.
-            hp_enc = Cipher(algorithms.AES(hp_key), modes.ECB()).encryptor()
+            hp_enc = Cipher(algorithms.AES(hp_key), _ECB).encryptor()
         self.key = key
         self.iv = iv
         self.hp_key = hp_key

@@ -218,37 +218,79 @@ class TransportParameters:
             raise _fail("truncated transport parameters") from None
 
 
+# parameter id -> (kind, attribute): one dict lookup per parameter
+_INT, _CID, _FLAG = 0, 1, 2
+_KIND_BY_ID: dict[int, tuple[int, str]] = {
+    **{pid: (_INT, name) for pid, name in _INT_BY_ID.items()},
+    **{pid: (_CID, name) for pid, name in _CID_BY_ID.items()},
+    **{pid: (_FLAG, name) for pid, name in _FLAG_BY_ID.items()},
+}
+
+
+def _varint_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, next position) of the varint at ``pos``; BufferReadError past ``end``."""
+    if pos >= end:
+        raise BufferReadError("truncated varint")
+    first = data[pos]
+    size = 1 << (first >> 6)
+    if pos + size > end:
+        raise BufferReadError("truncated varint")
+    if size == 1:
+        return first, pos + 1
+    return int.from_bytes(data[pos:pos + size], "big") & ((1 << (size * 8 - 2)) - 1), pos + size
+
+
 def _decode(data: bytes, sent_by_server: bool) -> TransportParameters:
     params = TransportParameters()
     seen: set[int] = set()
-    b = Buffer(data)
-    while not b.eof():
-        pid = b.pull_varint()
-        length = b.pull_varint()
-        value = b.pull_bytes(length)
+    n = len(data)
+    pos = 0
+    kinds = _KIND_BY_ID
+    while pos < n:
+        pid = data[pos]  # ids and lengths are mostly one-byte varints
+        if pid < 0x40:
+            pos += 1
+        else:
+            pid, pos = _varint_at(data, pos, n)
+        length = data[pos] if pos < n else 0x40
+        if length < 0x40:
+            pos += 1
+        else:
+            length, pos = _varint_at(data, pos, n)
+        if pos + length > n:
+            raise BufferReadError("truncated bytes")
+        value = data[pos:pos + length]
+        vstart = pos
+        pos += length
         # RFC 9000 §7.4: a parameter must not appear twice.
         if pid in seen:
             raise _fail(f"duplicate transport parameter 0x{pid:x}")
         seen.add(pid)
         if pid in _SERVER_ONLY and not sent_by_server:
             raise _fail(f"server-only transport parameter 0x{pid:x} sent by client")
-        if pid in _INT_BY_ID:
-            vb = Buffer(value)
-            v = vb.pull_varint()
-            if not vb.eof():
-                raise _fail(f"trailing bytes in transport parameter 0x{pid:x}")
-            setattr(params, _INT_BY_ID[pid], v)
-        elif pid in _CID_BY_ID:
-            if len(value) > 20:
-                raise _fail("connection ID too long")
-            setattr(params, _CID_BY_ID[pid], value)
-        elif pid in _FLAG_BY_ID:
-            # The kernel lets a client put data in disable_1rtt_encryption.
-            if value and not (pid == ParamId.DISABLE_1RTT_ENCRYPTION and not sent_by_server):
-                raise _fail(f"transport parameter 0x{pid:x} must be empty")
-            setattr(params, _FLAG_BY_ID[pid], True)
+        spec = kinds.get(pid)
+        if spec is not None:
+            kind, name = spec
+            if kind == _INT:
+                if length == 1 and value[0] < 0x40:
+                    v = value[0]
+                    vend = pos
+                else:
+                    v, vend = _varint_at(data, vstart, pos)
+                if vend != pos:
+                    raise _fail(f"trailing bytes in transport parameter 0x{pid:x}")
+                setattr(params, name, v)
+            elif kind == _CID:
+                if length > 20:
+                    raise _fail("connection ID too long")
+                setattr(params, name, value)
+            else:
+                # The kernel lets a client put data in disable_1rtt_encryption.
+                if value and not (pid == ParamId.DISABLE_1RTT_ENCRYPTION and not sent_by_server):
+                    raise _fail(f"transport parameter 0x{pid:x} must be empty")
+                setattr(params, name, True)
         elif pid == ParamId.STATELESS_RESET_TOKEN:
-            if len(value) != 16:
+            if length != 16:
                 raise _fail("stateless_reset_token must be 16 bytes")
             params.stateless_reset_token = value
         elif pid == ParamId.PREFERRED_ADDRESS:

@@ -34,6 +34,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -74,7 +75,8 @@ LEVEL_HANDSHAKE = 2
 LEVEL_EARLY = 3
 
 A = AlertDescription
-HT = HandshakeType
+# plain classes of the members: cheaper attribute loads than the Enum classes
+HT: Any = type("_HandshakeTypes", (), {m.name: m for m in HandshakeType})
 
 DEFAULT_CIPHER_SUITES: list[int] = [
     CipherSuite.AES_128_GCM_SHA256,
@@ -155,6 +157,9 @@ class State(Enum):
     SERVER_WAIT_FINISHED = auto()
     CONNECTED = auto()
     FAILED = auto()
+
+
+_S: Any = type("_States", (), {m.name: m for m in State})
 
 
 class _KeyShare:
@@ -360,42 +365,42 @@ class TlsContext:
         body = message[4:]
         st = self.state
         if self.is_client:
-            if st is State.CLIENT_WAIT_SH and mtype == HT.SERVER_HELLO and level == LEVEL_INITIAL:
+            if st is _S.CLIENT_WAIT_SH and mtype == HT.SERVER_HELLO and level == LEVEL_INITIAL:
                 self._client_on_server_hello(message, ServerHello.decode(body))
                 return
             if level == LEVEL_HANDSHAKE:
-                if st is State.CLIENT_WAIT_EE and mtype == HT.ENCRYPTED_EXTENSIONS:
+                if st is _S.CLIENT_WAIT_EE and mtype == HT.ENCRYPTED_EXTENSIONS:
                     self._client_on_ee(message, EncryptedExtensions.decode(body))
                     return
-                if st is State.CLIENT_WAIT_CERT_CR and mtype == HT.CERTIFICATE_REQUEST:
+                if st is _S.CLIENT_WAIT_CERT_CR and mtype == HT.CERTIFICATE_REQUEST:
                     self._client_on_cert_request(message, CertificateRequest.decode(body))
                     return
-                if st in (State.CLIENT_WAIT_CERT_CR, State.CLIENT_WAIT_CERT) and (
+                if st in (_S.CLIENT_WAIT_CERT_CR, _S.CLIENT_WAIT_CERT) and (
                     mtype == HT.CERTIFICATE
                 ):
                     self._on_certificate(message, Certificate.decode(body))
                     return
-                if st is State.CLIENT_WAIT_CV and mtype == HT.CERTIFICATE_VERIFY:
+                if st is _S.CLIENT_WAIT_CV and mtype == HT.CERTIFICATE_VERIFY:
                     self._on_certificate_verify(message, CertificateVerify.decode(body))
                     return
-                if st is State.CLIENT_WAIT_FINISHED and mtype == HT.FINISHED:
+                if st is _S.CLIENT_WAIT_FINISHED and mtype == HT.FINISHED:
                     self._client_on_finished(message, Finished.decode(body))
                     return
-            if st is State.CONNECTED and level == LEVEL_APP and mtype == HT.NEW_SESSION_TICKET:
+            if st is _S.CONNECTED and level == LEVEL_APP and mtype == HT.NEW_SESSION_TICKET:
                 self.process_session_ticket(message, self.now)
                 return
         else:
-            if st is State.SERVER_WAIT_CH and mtype == HT.CLIENT_HELLO and level == LEVEL_INITIAL:
+            if st is _S.SERVER_WAIT_CH and mtype == HT.CLIENT_HELLO and level == LEVEL_INITIAL:
                 self._server_on_client_hello(message, ClientHello.decode(body))
                 return
             if level == LEVEL_HANDSHAKE:
-                if st is State.SERVER_WAIT_CERT and mtype == HT.CERTIFICATE:
+                if st is _S.SERVER_WAIT_CERT and mtype == HT.CERTIFICATE:
                     self._on_certificate(message, Certificate.decode(body))
                     return
-                if st is State.SERVER_WAIT_CV and mtype == HT.CERTIFICATE_VERIFY:
+                if st is _S.SERVER_WAIT_CV and mtype == HT.CERTIFICATE_VERIFY:
                     self._on_certificate_verify(message, CertificateVerify.decode(body))
                     return
-                if st is State.SERVER_WAIT_FINISHED and mtype == HT.FINISHED:
+                if st is _S.SERVER_WAIT_FINISHED and mtype == HT.FINISHED:
                     self._server_on_finished(message, Finished.decode(body))
                     return
         # RFC 8446 §6.2 / RFC 9001 §4.1.3: wrong type or wrong level.
@@ -591,7 +596,7 @@ class TlsContext:
             self.state = State.SERVER_WAIT_FINISHED
             return
         try:
-            chain = [x509.load_der_x509_certificate(c) for c in cert.certificates]
+            chain = [tlsx509.parse_certificate(c) for c in cert.certificates]
         except ValueError as exc:
             raise TlsAlert(A.bad_certificate, f"cannot parse certificate: {exc}") from exc
         if cfg.verify_peer:

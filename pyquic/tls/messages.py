@@ -14,8 +14,10 @@ opaque bytes, EndOfEarlyData and KeyUpdate are never used.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 # ---------------------------------------------------------------- constants
 
@@ -125,6 +127,15 @@ class AlertDescription(IntEnum):
     no_application_protocol = 120
 
 
+def _members(enum_cls: type[IntEnum]) -> type:
+    """A plain class holding ``enum_cls``'s members as attributes: on Python
+    3.11 an attribute load from an Enum class costs several times one from a
+    plain class, and message (de)coding compares extension types often."""
+    return type(f"_{enum_cls.__name__}Members", (), {m.name: m for m in enum_cls})
+
+
+_E: Any = _members(ExtensionType)
+
 TLS_VERSION_1_2 = 0x0303
 TLS_VERSION_1_3 = 0x0304
 
@@ -166,6 +177,10 @@ def _illegal(what: str) -> TlsAlert:
 # ---------------------------------------------------------------- primitives
 
 
+#: big-endian uint16 arrays of the usual list lengths
+_U16S = {n: struct.Struct(f">{n}H") for n in range(1, 33)}
+
+
 class Reader:
     """Bounds-checked reader; any overrun is a decode_error (RFC 8446 §6.2)."""
 
@@ -197,25 +212,41 @@ class Reader:
         return bytes(self.buf[pos : pos + size])
 
     def vec(self, len_size: int, min_len: int = 0) -> bytes:
-        n = self.uint(len_size)
+        # uint(len_size) then raw(n), inline (the same checks in the same order)
+        pos = self.pos
+        start = pos + len_size
+        if start > self.end:
+            raise _decode_error("message truncated")
+        n = int.from_bytes(self.buf[pos:start], "big")
         if n < min_len:
             raise _decode_error("vector too short")
-        return self.raw(n)
+        stop = start + n
+        if stop > self.end:
+            raise _decode_error("message truncated")
+        self.pos = stop
+        return bytes(self.buf[start:stop])
 
     def sub(self, len_size: int, min_len: int = 0) -> Reader:
-        n = self.uint(len_size)
+        pos = self.pos
+        start = pos + len_size
+        if start > self.end:
+            raise _decode_error("message truncated")
+        n = int.from_bytes(self.buf[pos:start], "big")
         if n < min_len:
             raise _decode_error("vector too short")
-        if self.pos + n > self.end:
+        stop = start + n
+        if stop > self.end:
             raise _decode_error("message truncated")
-        r = Reader(self.buf, self.pos, self.pos + n)
-        self.pos += n
-        return r
+        self.pos = stop
+        return Reader(self.buf, start, stop)
 
     def uint_list(self, len_size: int, item_size: int, min_len: int = 0) -> list[int]:
         data = self.vec(len_size, min_len)
         if len(data) % item_size:
             raise _decode_error("bad list length")
+        if item_size == 2:  # cipher suites, groups, signature schemes, versions
+            count = len(data) >> 1
+            return list((_U16S.get(count) or struct.Struct(f">{count}H")).unpack(data))
         return [
             int.from_bytes(data[i : i + item_size], "big") for i in range(0, len(data), item_size)
         ]
@@ -287,14 +318,21 @@ def _decode_extensions(r: Reader) -> list[tuple[int, bytes]]:
     block = r.sub(2)
     seen: set[int] = set()
     out: list[tuple[int, bytes]] = []
-    while not block.eof():
-        etype = block.uint(2)
-        data = block.vec(2)
+    # type(2) and length(2) read in place (the Reader's checks, inline)
+    buf, pos, end = block.buf, block.pos, block.end
+    while pos < end:
+        if pos + 4 > end:
+            raise _decode_error("message truncated")
+        etype = buf[pos] << 8 | buf[pos + 1]
+        start = pos + 4
+        pos = start + (buf[pos + 2] << 8 | buf[pos + 3])
+        if pos > end:
+            raise _decode_error("message truncated")
         # RFC 8446 §4.2: no more than one extension of the same type.
         if etype in seen:
             raise _illegal(f"duplicate extension {etype}")
         seen.add(etype)
-        out.append((etype, data))
+        out.append((etype, bytes(buf[start:pos])))
     return out
 
 
@@ -408,7 +446,7 @@ class ClientHello:
     other_extensions: list[tuple[int, bytes]] = field(default_factory=list)
 
     def _extensions(self) -> list[tuple[int, bytes]]:
-        E = ExtensionType
+        E = _E
         exts: list[tuple[int, bytes]] = []
         if self.server_name is not None:
             exts.append((E.SERVER_NAME, encode_server_name(self.server_name)))
@@ -451,7 +489,7 @@ class ClientHello:
 
     @classmethod
     def decode(cls, body: bytes) -> ClientHello:
-        E = ExtensionType
+        E = _E
         r = Reader(body)
         r.uint(2)  # legacy_version: negotiation uses supported_versions (§4.2.1)
         random = r.raw(32)
@@ -545,7 +583,7 @@ class ServerHello:
         return self.random == HRR_RANDOM
 
     def encode(self) -> bytes:
-        E = ExtensionType
+        E = _E
         exts: list[tuple[int, bytes]] = []
         if self.supported_version is not None:
             exts.append((E.SUPPORTED_VERSIONS, _u16(self.supported_version)))
@@ -570,7 +608,7 @@ class ServerHello:
 
     @classmethod
     def decode(cls, body: bytes) -> ServerHello:
-        E = ExtensionType
+        E = _E
         r = Reader(body)
         legacy_version = r.uint(2)
         random = r.raw(32)
@@ -636,7 +674,7 @@ class EncryptedExtensions:
     other_extensions: list[tuple[int, bytes]] = field(default_factory=list)
 
     def encode(self) -> bytes:
-        E = ExtensionType
+        E = _E
         exts: list[tuple[int, bytes]] = []
         if self.server_name_ack:
             exts.append((E.SERVER_NAME, b""))
@@ -651,7 +689,7 @@ class EncryptedExtensions:
 
     @classmethod
     def decode(cls, body: bytes) -> EncryptedExtensions:
-        E = ExtensionType
+        E = _E
         r = Reader(body)
         exts = _decode_extensions(r)
         r.done()

@@ -127,6 +127,26 @@ def certificate_der(cert: x509.Certificate) -> bytes:
     return der
 
 
+_PARSED_CACHE: dict[bytes, x509.Certificate] = {}
+_PARSED_CACHE_MAX = 64
+
+
+def parse_certificate(der: bytes) -> x509.Certificate:
+    """``x509.load_der_x509_certificate(der)``, cached by the DER bytes: a
+    client meets the same server chain in every handshake, and the parsed
+    object keeps its public key once built. Certificates are public and
+    immutable; the cache holds at most :data:`_PARSED_CACHE_MAX` of them.
+    Raises ValueError for bad DER, as the loader does."""
+    der = bytes(der)  # (the same object for bytes)
+    cert = _PARSED_CACHE.get(der)
+    if cert is None:
+        cert = x509.load_der_x509_certificate(der)
+        if len(_PARSED_CACHE) >= _PARSED_CACHE_MAX:
+            _PARSED_CACHE.clear()
+        _PARSED_CACHE[der] = cert
+    return cert
+
+
 # ---------------------------------------------------------------- signatures
 
 

@@ -81,6 +81,11 @@ def test_cert_handshake_x25519_aes128_p256(pki, tmp_path):
     import socket as _s
     server_flight = s.state.sent[:-1]
     assert server_flight and all(f & _s.MSG_MORE for _lvl, _n, f in server_flight[:-1])
+    # one sendmsg per level of a flight: ServerHello at Initial, then
+    # EncryptedExtensions..Finished together at Handshake
+    assert [lvl for lvl, _n, _f in s.state.sent[:2]] == [abi.CryptoLevel.INITIAL,
+                                                          abi.CryptoLevel.HANDSHAKE]
+    assert abi.CryptoLevel.HANDSHAKE not in [lvl for lvl, _n, _f in s.state.sent[2:]]
     # negotiated ALPN stored on the socket
     assert c.state.alpn_set == b"h3"
     lines = keylog.read_text().splitlines()
@@ -348,3 +353,11 @@ def test_connection_closed_during_handshake_fails_fast_with_its_errno(pki):
     assert time.monotonic() - t0 < 15  # woken by readiness, not by the 30 s timeout
     assert ei.value.errno == errno.ECONNRESET
     assert "0x10a" in str(ei.value) and "peer said no" in str(ei.value)
+
+
+def test_coalesce_joins_runs_of_one_level():
+    out = [(1, b"sh"), (2, b"ee"), (2, b"cert"), (2, b"fin"), (0, b"nst")]
+    assert driver._coalesce(out) == [(1, b"sh"), (2, b"eecertfin"), (0, b"nst")]
+    assert driver._coalesce([(2, b"a"), (1, b"b"), (2, b"c")]) == [(2, b"a"), (1, b"b"), (2, b"c")]
+    assert driver._coalesce([]) == []
+    assert driver._coalesce([(2, b"x")]) == [(2, b"x")]

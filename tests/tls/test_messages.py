@@ -192,3 +192,25 @@ def test_split_messages_keeps_partial_tail():
 def test_alert_error_code():
     e = TlsAlert(AD.missing_extension, "x")
     assert e.error_code == 0x100 + 109 and "missing_extension" in str(e)
+
+
+@pytest.mark.parametrize("count", [0, 1, 3, 32, 40])
+def test_reader_uint16_list_and_vectors(count):
+    from pyquic.tls.messages import Reader
+
+    values = [(i * 0x0101 + 7) & 0xFFFF for i in range(count)]
+    body = b"".join(v.to_bytes(2, "big") for v in values)
+    r = Reader(len(body).to_bytes(2, "big") + body + b"\x00\x02ab")
+    assert r.uint_list(2, 2) == values
+    assert r.vec(2, 2) == b"ab"
+    r.done()
+    with pytest.raises(TlsAlert):  # odd length
+        Reader(b"\x00\x03abc").uint_list(2, 2)
+    with pytest.raises(TlsAlert):  # shorter than min_len
+        Reader(b"\x00\x00").uint_list(2, 2, 2)
+    with pytest.raises(TlsAlert):  # the length runs past the end
+        Reader(b"\x00\x04ab").vec(2)
+    with pytest.raises(TlsAlert):  # no room for the length itself
+        Reader(b"\x00").sub(2)
+    sub = Reader(b"\x00\x02xyz").sub(2)
+    assert sub.raw(2) == b"xy" and sub.eof()

@@ -102,3 +102,26 @@ def test_certificate_der_is_cached_per_certificate(tmp_path):
     again = tx.load_certificates(tmp_path / "a.pem")[0]
     assert tx.certificate_der(again) is der_a
     assert len(tx._DER_CACHE) == 2
+
+
+def test_parse_certificate_is_cached_and_bounded(monkeypatch):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def der_of(name: str) -> bytes:
+        pem, _ = tx.generate_self_signed(name)
+        return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+    der_a, der_b, der_c = der_of("a.example"), der_of("b.example"), der_of("c.example")
+    tx._PARSED_CACHE.clear()
+    a = tx.parse_certificate(der_a)
+    assert a.subject.rfc4514_string() == "CN=a.example"
+    assert tx.parse_certificate(bytearray(der_a)) is a  # served from the cache
+    assert tx.parse_certificate(der_b) is not a
+    with pytest.raises(ValueError):
+        tx.parse_certificate(b"not a certificate")
+    # bounded: a full cache starts over rather than growing
+    monkeypatch.setattr(tx, "_PARSED_CACHE_MAX", 2)
+    tx.parse_certificate(der_c)
+    assert len(tx._PARSED_CACHE) <= 2
+    assert tx.parse_certificate(der_c).subject.rfc4514_string() == "CN=c.example"
