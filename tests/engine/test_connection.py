@@ -862,7 +862,8 @@ def test_inline_single_range_ack_encode_matches_ack_frame_encode(
     from pyquic.engine.common import encode_varint
     from pyquic.engine.outqueue import OutQueue
 
-    from .test_settle import _pair, _payload, _read, _send, _to_client, _to_server
+    from .test_fastpath import _read_all
+    from .test_settle import _pair, _payload, _send, _to_client, _to_server
 
     sim, cli, srv = _pair()
     if general:
@@ -874,7 +875,7 @@ def test_inline_single_range_ack_encode_matches_ack_frame_encode(
         t += 0.01
         req = _send(cli, b"q", t)
         _to_server(srv, req, t + 0.001)
-        assert _read(srv) == b"q"
+        assert _read_all(srv) == b"q"
         gap = gaps[i % len(gaps)]
         rsp = _send(srv, b"r", t + 0.001 + gap)
         assert len(rsp) == 1
@@ -886,7 +887,7 @@ def test_inline_single_range_ack_encode_matches_ack_frame_encode(
         seen.add((len(encode_varint(f.largest)), len(encode_varint(f.ack_delay))))
         t += gap
         _to_client(cli, rsp, t + 0.002)
-        assert _read(cli) == b"r"
+        assert _read_all(cli) == b"r"
         cli.next_timer()
         assert cli._ack_later is None
         assert len(cli.spaces[APP].sent) <= 2

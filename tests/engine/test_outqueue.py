@@ -12,7 +12,8 @@ from pyquic.engine.outqueue import APP, REC_CRYPTO, OutQueue, SendBuffer
 from pyquic.engine.packet import PacketType, parse_header
 
 from .netsim import CLIENT_ADDR, SERVER_ADDR
-from .test_settle import _frames, _pair, _payload, _read, _send, _to_client, _to_server
+from .test_fastpath import _read_all
+from .test_settle import _frames, _pair, _payload, _send, _to_client, _to_server
 
 
 def test_sendbuffer_pop_in_order_with_fin() -> None:
@@ -228,7 +229,7 @@ def _small_reply(monkeypatch, fast: bool, gap: bool, fin: bool, sid: int):
         if item is None:
             break
         got.append((item.stream_id, item.data, bool(item.stream_flags & 0x200)))
-    assert _read(cli) == b""
+    assert _read_all(cli) == b""
     return out[0], payload, frames, got, len(built)
 
 
