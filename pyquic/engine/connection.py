@@ -322,7 +322,8 @@ class ConnState(IntEnum):
 _CLOSED_STATES = (ConnState.CLOSED, ConnState.CLOSING, ConnState.DRAINING)
 _NO_RECEIVE_STATES = (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING)
 _ENDED_STATES = (ConnState.CLOSED, ConnState.DRAINING)
-_CLOSING, _ESTABLISHED = ConnState.CLOSING, ConnState.ESTABLISHED
+_CLOSED, _LISTENING, _ESTABLISHING = ConnState.CLOSED, ConnState.LISTENING, ConnState.ESTABLISHING
+_ESTABLISHED, _CLOSING, _DRAINING = ConnState.ESTABLISHED, ConnState.CLOSING, ConnState.DRAINING
 
 
 def _weak_method(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -386,7 +387,7 @@ class QuicConnection:
     def __init__(self, is_client: bool, *, random: Callable[[int], bytes] = urandom) -> None:
         self.is_client = is_client
         self._random = random
-        self.state = ConnState.CLOSED
+        self.state = _CLOSED
         self.error = 0
         # --- settings (CONFIG option)
         self.version = int(abi.Version.V1)
@@ -604,7 +605,7 @@ class QuicConnection:
     # ============================================================ lifecycle
     def listen(self) -> None:
         """Mark this connection object as a listener's settings holder."""
-        self.state = ConnState.LISTENING
+        self.state = _LISTENING
 
     def inherit(self, listener: QuicConnection) -> None:
         """Copy config, transport parameters, ALPN and events (accept)."""
@@ -619,7 +620,7 @@ class QuicConnection:
 
     def connect(self, remote: Addr, local: Addr, now: float) -> None:
         """Client: pick connection IDs, install the Initial keys (socket.c quic_connect)."""
-        if self.state != ConnState.CLOSED or not self.is_client:
+        if self.state != _CLOSED or not self.is_client:
             raise _oserr(errno.EINVAL)
         self._now = now
         self.paths.set_addresses(0, local, remote)
@@ -634,12 +635,12 @@ class QuicConnection:
         self.original_version = self.version
         self._install_initial(self.orig_dcid)
         self.initial_token = self.token
-        self.state = ConnState.ESTABLISHING
+        self.state = _ESTABLISHING
         self._start_timers(now)
 
     def accept(self, datagram: bytes, remote: Addr, local: Addr, now: float) -> None:
         """Server: set up from a client's first Initial, then process it."""
-        if self.is_client or self.state not in (ConnState.CLOSED, ConnState.LISTENING):
+        if self.is_client or self.state not in (_CLOSED, _LISTENING):
             raise _oserr(errno.EINVAL)
         try:
             hdr = parse_header(datagram, 0, CID_LEN)
@@ -669,7 +670,7 @@ class QuicConnection:
         self.dest.add(self.dcid, 0)
         self.peer_initial_scid = hdr.scid
         self._install_initial(hdr.dcid)
-        self.state = ConnState.ESTABLISHING
+        self.state = _ESTABLISHING
         self._start_timers(now)
         self.receive_datagram(datagram, remote, local, now)
 
@@ -693,7 +694,7 @@ class QuicConnection:
     # =========================================================== handshake
     def send_handshake(self, level: int, data: bytes) -> None:
         """Queue a TLS handshake message at ``level`` (sendmsg + HANDSHAKE_INFO)."""
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+        if self.state in (_CLOSED, _LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
         if level not in _SEND_LEVELS:
             raise _oserr(errno.EINVAL, "bad crypto level")
@@ -706,7 +707,7 @@ class QuicConnection:
 
     def set_crypto_secret(self, secret: abi.CryptoSecret) -> None:
         """Install one traffic secret (QUIC_SOCKOPT_CRYPTO_SECRET)."""
-        if self.state != ConnState.ESTABLISHING:
+        if self.state != _ESTABLISHING:
             raise _oserr(errno.EINVAL)
         level = secret.level
         if level not in _SECRET_LEVELS:
@@ -747,7 +748,7 @@ class QuicConnection:
             self._on_established()
 
     def _on_established(self) -> None:
-        self.state = ConnState.ESTABLISHED
+        self.state = _ESTABLISHED
         self.use_early = False
         if not self.is_client:
             # RFC 9001 §4.9.2: the server's handshake is confirmed now.
@@ -801,7 +802,7 @@ class QuicConnection:
     # -------------------------------------------------- transport parameters
     def get_transport_param_ext(self) -> bytes:
         """Our transport parameters extension, encoded (RFC 9000 §18)."""
-        if self.state != ConnState.ESTABLISHING:
+        if self.state != _ESTABLISHING:
             raise _oserr(errno.EINVAL)
         tp = self.local_tp
         p = TransportParameters(
@@ -897,7 +898,7 @@ class QuicConnection:
 
     def set_transport_param_ext(self, data: bytes) -> None:
         """Decode, validate and apply the peer's transport parameters."""
-        if self.state != ConnState.ESTABLISHING or len(data) > TP_EXT_MAX_LEN:
+        if self.state != _ESTABLISHING or len(data) > TP_EXT_MAX_LEN:
             raise _oserr(errno.EINVAL)
         try:
             p = TransportParameters.decode(bytes(data), self.is_client)
@@ -1115,7 +1116,7 @@ class QuicConnection:
         if later is None:
             return False
         self._ack_later = None
-        if self.state is not ConnState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             return False
         losses = self._losses
         try:
@@ -1142,7 +1143,7 @@ class QuicConnection:
         1-RTT packet on the current path, not while a left server address is
         watched); True when the datagram was handled, the connection closed by
         an error in it included."""
-        if self.state is ConnState.ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
+        if self.state is _ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
                 and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
                 and remote == self.paths.remote and self._left_remote is None \
                 and (not self.per_path_io or local == self.paths.local):
@@ -1204,7 +1205,7 @@ class QuicConnection:
         # --- authenticated: from here on the packet is processed
         if self._ack_later is not None:
             self.settle()  # ACKs in arrival order
-            if self.state is not ConnState.ESTABLISHED:
+            if self.state is not _ESTABLISHED:
                 return True
         if self._ku_hold and not self._key_pending:
             self._ku_check(now)
@@ -1233,13 +1234,13 @@ class QuicConnection:
             eliciting = False
             self._rx_nonprobing = True
             self._on_ack(APP, ack, now)
-            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+            if self.state in (_CLOSED, _DRAINING):
                 return True
         else:
             self._rx_nonprobing = False
             frames = fr.parse_frames(payload, int(PacketType.ONE_RTT))
             eliciting = self._process_frames(APP, frames, now, PacketType.ONE_RTT)
-            if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+            if self.state in (_CLOSED, _DRAINING):
                 return True
         pns.on_packet_received(pn, now, eliciting)
         if self._rx_nonprobing:
@@ -1369,7 +1370,7 @@ class QuicConnection:
             key = self._recv_keys[space]
         if key is None:
             if len(self._backlog) < BACKLOG_MAX and not self.spaces[space].discarded \
-                    and self.state == ConnState.ESTABLISHING:
+                    and self.state == _ESTABLISHING:
                 self._backlog.append((bytes(data[hdr.offset:hdr.packet_end]), remote, local))
             return False
         dcid_entry = self.source.lookup(hdr.dcid)
@@ -1446,7 +1447,7 @@ class QuicConnection:
             return False
         frames = fr.parse_frames(bytes(data[off + pn_len:end]), int(PacketType.ONE_RTT))
         eliciting = self._process_frames(APP, frames, now, PacketType.ONE_RTT)
-        if self.state in (ConnState.CLOSED, ConnState.DRAINING):
+        if self.state in (_CLOSED, _DRAINING):
             return True
         pns.on_packet_received(pn, now, eliciting)
         return True
@@ -1662,7 +1663,7 @@ class QuicConnection:
 
     def _first_flight_only(self) -> bool:
         """Client still waits for the server's first packet (Retry / VN allowed)."""
-        return (self.state == ConnState.ESTABLISHING and self.peer_initial_scid is None
+        return (self.state == _ESTABLISHING and self.peer_initial_scid is None
                 and self.retry_scid is None and not self._vn_done
                 and self._recv_keys[HANDSHAKE] is None)
 
@@ -1694,7 +1695,7 @@ class QuicConnection:
             self._set_close_info(VERSION_NEGOTIATION_ERROR, 0, b"no common version")
             self._event(abi.ConnectionCloseEvent(VERSION_NEGOTIATION_ERROR, 0, b""))
             self.error = errno.EPROTONOSUPPORT
-            self.state = ConnState.CLOSED
+            self.state = _CLOSED
             self.timers.stop_all()
             return
         self._vn_done = True
@@ -1717,7 +1718,7 @@ class QuicConnection:
         replace the Initial CRYPTO stream with ``data`` (a new ClientHello
         whose transport parameters come from a fresh
         ``get_transport_param_ext()``), from offset 0.  EINVAL otherwise."""
-        if not (self.is_client and self._vn_done and self.state == ConnState.ESTABLISHING
+        if not (self.is_client and self._vn_done and self.state == _ESTABLISHING
                 and self.peer_initial_scid is None and self._send_keys[INITIAL] is not None):
             raise _oserr(errno.EINVAL, "no Version Negotiation restart possible")
         if not data:
@@ -1770,7 +1771,7 @@ class QuicConnection:
         self._set_close_info(CRYPTO_ERROR, 0, b"stateless reset")
         self._event(abi.ConnectionCloseEvent(CRYPTO_ERROR, 0, b""))
         self.error = errno.ECONNRESET
-        self.state = ConnState.CLOSED
+        self.state = _CLOSED
         self.timers.stop_all()
 
     def _on_peer_migration(self, remote: Addr, local: Addr, now: float, nbytes: int,
@@ -1927,7 +1928,7 @@ class QuicConnection:
         self._set_close_info(code, ftype, phrase)
         self._event(abi.ConnectionCloseEvent(code, ftype, phrase))
         self.error = errno.ECONNRESET
-        self.state = ConnState.DRAINING
+        self.state = _DRAINING
         self.timers.stop_all()
         self.timers.set(TimerKind.CLOSE, now + 3 * self.rtt.pto())
 
@@ -2016,7 +2017,7 @@ class QuicConnection:
 
     def _pmtu_start(self, now: float) -> None:
         """Begin (or restart) the search when plpmtud_probe_interval is set."""
-        if not self.plpmtud_interval or self.state != ConnState.ESTABLISHED:
+        if not self.plpmtud_interval or self.state != _ESTABLISHED:
             return
         paths = self.paths
         high = min(self.remote_tp["max_udp_payload_size"] or MAX_UDP_PAYLOAD,
@@ -2171,10 +2172,10 @@ class QuicConnection:
             self._rx_dirty = False
             self._idle_stale = self._timers_stale = True
         state = self.state
-        if state is not ConnState.ESTABLISHED:
-            if state in (ConnState.CLOSED, ConnState.LISTENING, ConnState.DRAINING):
+        if state is not _ESTABLISHED:
+            if state in (_CLOSED, _LISTENING, _DRAINING):
                 return []
-            if state == ConnState.CLOSING and self._close_sent_at >= 0:
+            if state == _CLOSING and self._close_sent_at >= 0:
                 return []
         if self._ack_later is not None and \
                 self.cc.bytes_in_flight + 2 * self.paths.max_datagram_size() > \
@@ -2183,13 +2184,13 @@ class QuicConnection:
         self._queue_flow_updates()  # _prepare_output, _rx_dirty being cleared
         if self.paths.pending_responses:
             self._queue_path_responses()
-        if self.state is ConnState.ESTABLISHED and self._nothing_to_send(now):
+        if self.state is _ESTABLISHED and self._nothing_to_send(now):
             self._timers_stale = True
             return []
         dgrams = self.outq.build_datagrams(self, now)
-        if self.state == ConnState.CLOSING and dgrams:
+        if self.state == _CLOSING and dgrams:
             self._close_sent_at = now
-        elif self._pmtu_pending and self.state == ConnState.ESTABLISHED:
+        elif self._pmtu_pending and self.state == _ESTABLISHED:
             probe = self._build_pmtu_probe(now)
             if probe is not None:
                 dgrams.append(probe)
@@ -2197,7 +2198,7 @@ class QuicConnection:
         remote, local = active.remote, active.local
         out = [(d, remote, local) for d in dgrams]
         if self._path_responses or self._probe_out:
-            if self.state == ConnState.ESTABLISHED:
+            if self.state == _ESTABLISHED:
                 for data, r, lo in self._path_responses:
                     resp = self._build_probe(now, self.dcid,
                                              fr.PathResponseFrame(data).encode(), MIN_PMTU)
@@ -2305,7 +2306,7 @@ class QuicConnection:
 
     def _queue_flow_updates(self) -> None:
         streams = self.streams
-        if self.state != ConnState.ESTABLISHED and self._send_keys[APP] is None:
+        if self.state != _ESTABLISHED and self._send_keys[APP] is None:
             return
         v = streams.should_send_max_data()
         if v is not None:
@@ -2356,7 +2357,7 @@ class QuicConnection:
         for kind in timers.expired(now):
             timers.stop(kind)
             if kind == TimerKind.CLOSE:
-                self.state = ConnState.CLOSED
+                self.state = _CLOSED
                 timers.stop_all()
                 return
             if kind == TimerKind.IDLE:
@@ -2370,7 +2371,7 @@ class QuicConnection:
                         sp.ack_needed = True
                         sp.ack_deadline = None
             elif kind == TimerKind.KEEPALIVE:
-                if self.state == ConnState.ESTABLISHED:
+                if self.state == _ESTABLISHED:
                     self.outq.push_ctrl(APP, fr.PingFrame())
                 if self.keepalive_interval:
                     timers.set(TimerKind.KEEPALIVE, now + self.keepalive_interval / 1e6)
@@ -2388,7 +2389,7 @@ class QuicConnection:
         self._set_close_info(0, 0, b"idle timeout")
         self._event(abi.ConnectionCloseEvent(0, 0, b""))
         self.error = errno.ETIMEDOUT
-        self.state = ConnState.CLOSED
+        self.state = _CLOSED
         self.timers.stop_all()
 
     def _on_loss_timeout(self, now: float) -> None:
@@ -2468,7 +2469,7 @@ class QuicConnection:
             if pto_time is None or t < pto_time:
                 pto_time = t
         if pto_time is None and self.is_client and not self.handshake_confirmed \
-                and self.state == ConnState.ESTABLISHING and not in_flight:
+                and self.state == _ESTABLISHING and not in_flight:
             # RFC 9002 §6.2.2.1: the server may be amplification-blocked
             pto_time = self._now + self.rtt.pto(False) * backoff
         timers.set(TimerKind.LOSS, pto_time)
@@ -2484,14 +2485,14 @@ class QuicConnection:
     def close(self, now: float, errcode: int | None = None, app: bool = True) -> None:
         """Send CONNECTION_CLOSE with the close info (quic_outq_transmit_app_close)."""
         self._now = now
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING):
-            self.state = ConnState.CLOSED
+        if self.state in (_CLOSED, _LISTENING):
+            self.state = _CLOSED
             return
         if self.is_closed:
             return
         if errcode is not None:
             self.close_errcode = errcode
-        if self.state == ConnState.ESTABLISHING:
+        if self.state == _ESTABLISHING:
             # RFC 9000 §10.2.3: no application close before 1-RTT keys
             # (quic_outq_transmit_app_close records APPLICATION_ERROR)
             self.close_errcode = APPLICATION_ERROR
@@ -2521,9 +2522,9 @@ class QuicConnection:
         outq.close_spaces = tuple(i for i in (INITIAL, HANDSHAKE, APP)
                                   if self._send_keys[i] is not None)
         if APP in outq.close_spaces and HANDSHAKE in outq.close_spaces and \
-                self.state == ConnState.ESTABLISHED:
+                self.state == _ESTABLISHED:
             outq.close_spaces = (APP,)
-        self.state = ConnState.CLOSING
+        self.state = _CLOSING
         self._close_sent_at = -1.0
         self.timers.stop_all()
         self.timers.set(TimerKind.CLOSE, now + 3 * self.rtt.pto())
@@ -2545,7 +2546,7 @@ class QuicConnection:
                 if v is not None:
                     self.read_output = True
                     self.outq.push_ctrl(APP, fr.MaxStreamDataFrame(item.stream_id, v))
-            if self.state == ConnState.ESTABLISHED:
+            if self.state == _ESTABLISHED:
                 v2 = self.streams.should_send_max_data()
                 if v2 is not None:
                     self.read_output = True
@@ -2560,7 +2561,7 @@ class QuicConnection:
         now (due flow-control updates are queued first). False lets the socket
         layer skip the flush after a call that rarely queues frames, such as a
         stream read."""
-        if self.state is not ConnState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             return True
         if self._ack_later is not None:
             self.settle()
@@ -2573,7 +2574,7 @@ class QuicConnection:
         control frame, probe or PATH_RESPONSE.  Cheaper than ``has_output``:
         the fast receive path's deferred timer work is left to the next flush
         or ``next_timer``, which the caller must run before it sleeps."""
-        if self.state is not ConnState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             return True
         return bool(self.paths.pending_responses) or not self._nothing_to_send(now)
 
@@ -2590,7 +2591,7 @@ class QuicConnection:
 
     def writable(self) -> bool:
         """Room in the send buffer and connection-level credit (poll POLLOUT)."""
-        if self.state != ConnState.ESTABLISHED:
+        if self.state != _ESTABLISHED:
             return False
         if self._ack_later is not None:
             self.settle()
@@ -2608,7 +2609,7 @@ class QuicConnection:
         """
         if flags & ~_SEND_FLAGS:
             raise _oserr(errno.EINVAL, "unsupported flags")
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+        if self.state in (_CLOSED, _LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
         sflags = flags & _STREAM_FLAGS
         st = None
@@ -2669,7 +2670,7 @@ class QuicConnection:
 
     def send_datagram(self, data: bytes) -> None:
         """Queue an unreliable DATAGRAM frame (RFC 9221)."""
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+        if self.state in (_CLOSED, _LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
         if not self.remote_tp["max_datagram_frame_size"]:
             raise _oserr(errno.EINVAL, "peer does not accept datagrams")
@@ -2694,24 +2695,24 @@ class QuicConnection:
         return bool(self.inq.events & (1 << type))
 
     def stream_open(self, stream_id: int, flags: int) -> int:
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+        if self.state in (_CLOSED, _LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
         return self.streams.stream_open(stream_id, flags, self._send_keys[APP] is not None)
 
     def stream_reset(self, stream_id: int, errcode: int) -> None:
-        if self.state != ConnState.ESTABLISHED:
+        if self.state != _ESTABLISHED:
             raise _oserr(errno.EINVAL)
         final = self.streams.reset_stream(stream_id, errcode)
         self.outq.push_ctrl(APP, fr.ResetStreamFrame(stream_id, errcode, final))
 
     def stream_stop_sending(self, stream_id: int, errcode: int) -> None:
-        if self.state != ConnState.ESTABLISHED:
+        if self.state != _ESTABLISHED:
             raise _oserr(errno.EINVAL)
         self.streams.stop_sending(stream_id, errcode)
         self.outq.push_ctrl(APP, fr.StopSendingFrame(stream_id, errcode))
 
     def set_connection_id(self, info: abi.ConnectionIdInfo) -> None:
-        if self.state != ConnState.ESTABLISHED:
+        if self.state != _ESTABLISHED:
             raise _oserr(errno.EINVAL)
         if info.dest:
             for seq in self.dest.set_connection_id(info.prior_to, info.active):
@@ -2726,7 +2727,7 @@ class QuicConnection:
                     c.seq, c.retire_prior_to, c.cid, c.token))
 
     def get_connection_id(self, dest: bool) -> abi.ConnectionIdInfo:
-        if self.state != ConnState.ESTABLISHED:
+        if self.state != _ESTABLISHED:
             raise _oserr(errno.EINVAL)
         s = self.dest if dest else self.source
         active, first = s.get_connection_id()
@@ -2751,11 +2752,11 @@ class QuicConnection:
         """CONNECTION_MIGRATION: preferred address (server, pre-handshake) or
         migrate the local address (hook: path validation is started, the
         socket layer must bind ``local``)."""
-        if self.state in (ConnState.CLOSED, ConnState.LISTENING) or self.is_closed:
+        if self.state in (_CLOSED, _LISTENING) or self.is_closed:
             raise _oserr(errno.EPIPE)
         if local == self.paths.local:
             raise _oserr(errno.EINVAL)
-        if self.state == ConnState.ESTABLISHING:
+        if self.state == _ESTABLISHING:
             if self.is_client or self.paths.disable_local_migration:
                 raise _oserr(errno.EINVAL)
             self.paths.pref_addr = True
@@ -2814,7 +2815,7 @@ class QuicConnection:
 
     def key_update(self) -> None:
         """Start a key update (RFC 9001 §6); EINVAL while one is pending."""
-        if self.state != ConnState.ESTABLISHED:
+        if self.state != _ESTABLISHED:
             raise _oserr(errno.EPIPE)
         if self._key_pending or self._ku_hold:
             raise _oserr(errno.EINVAL, "key update pending")
@@ -2844,9 +2845,9 @@ class QuicConnection:
 
     def set_transport_param(self, p: abi.TransportParam) -> None:
         """TRANSPORT_PARAM: validate and copy the non-zero fields (socket.c)."""
-        if self.state == ConnState.ESTABLISHED:
+        if self.state == _ESTABLISHED:
             raise _oserr(errno.EINVAL)
-        if p.remote and self.state != ConnState.ESTABLISHING:
+        if p.remote and self.state != _ESTABLISHING:
             raise _oserr(errno.EINVAL)
         remote = bool(p.remote)
         tp = dict(self.remote_tp if remote else self.local_tp)
@@ -2915,7 +2916,7 @@ class QuicConnection:
 
     def set_config(self, c: abi.Config) -> None:
         """CONFIG: validate and copy the non-zero fields (socket.c)."""
-        if self.state == ConnState.ESTABLISHED:
+        if self.state == _ESTABLISHED:
             raise _oserr(errno.EINVAL)
         if c.payload_cipher_type and c.payload_cipher_type not in (51, 52, 53, 54):
             raise _oserr(errno.EINVAL)
@@ -2968,7 +2969,7 @@ class QuicConnection:
 
     def set_token(self, token: bytes) -> None:
         if not self.is_client:
-            if self.state != ConnState.ESTABLISHED:
+            if self.state != _ESTABLISHED:
                 raise _oserr(errno.EINVAL)
             if self.token_pending:
                 raise _oserr(errno.EAGAIN)
@@ -2986,7 +2987,7 @@ class QuicConnection:
 
     def set_alpn(self, alpn: str) -> None:
         raw = alpn.encode() if isinstance(alpn, str) else bytes(alpn)
-        if not raw or len(raw) > ALPN_MAX_LEN or self.state == ConnState.LISTENING:
+        if not raw or len(raw) > ALPN_MAX_LEN or self.state == _LISTENING:
             raise _oserr(errno.EINVAL)
         parts = [p.strip() for p in raw.split(b",")]
         if any(not p or len(p) > 255 for p in parts):
@@ -3002,13 +3003,13 @@ class QuicConnection:
         self.ticket = bytes(data)
 
     def get_session_ticket(self) -> bytes:
-        if self.state == ConnState.LISTENING:
+        if self.state == _LISTENING:
             raise _oserr(errno.EPIPE)
         if self.is_client:
-            if self.state != ConnState.ESTABLISHING and not self.ticket_ready:
+            if self.state != _ESTABLISHING and not self.ticket_ready:
                 return b""
             return self.ticket
-        if self.state == ConnState.CLOSED:
+        if self.state == _CLOSED:
             raise _oserr(errno.EPIPE)
         if self.ticket:
             return self.ticket
