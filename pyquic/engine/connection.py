@@ -59,6 +59,21 @@ Extensions (documented deviations from contracts §4):
   remote, local, now, listener)`` recognises them for datagrams that match
   no connection (Retry, Version Negotiation, Stateless Reset).
 * ``retry_scid``, ``token_validated``, ``original_version``, ``plaintext_1rtt``.
+* Flush decisions and deferred work, for a socket layer that wants a short
+  request/response path: ``receive_datagrams(datagrams, remote, local, now)``
+  (a GRO batch); ``has_output(now)`` (a flush would send something or move
+  a timer); ``output_due(now)`` (something must go out now, not merely with
+  the application's next send: a due ACK, a control frame, a probe, a
+  PATH_RESPONSE); ``read_output`` (bool: ``recv`` queued a flow-control
+  update; the caller clears it when it flushes for it); ``settle() -> bool``:
+  the fast receive path leaves the ACK of a packet carrying ACK + in-order
+  STREAM unprocessed until the reply left (RTT sampled from its arrival);
+  ``settle`` processes it and says whether that queued something to send (a
+  loss, RFC 9002 §6.1).  It runs by itself before anything that reads the
+  loss-recovery state (``next_timer``, which is then due at once if a
+  retransmission was queued, ``handle_timer``, ``has_output``, the next
+  receive, a full send buffer or window); a socket layer calls it after
+  sending.
 * Version Negotiation restart (client): ``hold_initial_after_vn`` (bool, set
   by a VN-aware TLS driver before ``connect``): after a VN the stale
   ClientHello is dropped instead of resent and ``initial_restart_pending``
@@ -213,6 +228,7 @@ from .errors import (
 )
 from .inqueue import MSG_EOR, MSG_QUIC_NOTIFICATION, InQueue, RecvItem
 from .outqueue import (
+    _PN_MASK,
     APP,
     HANDSHAKE,
     INITIAL,
@@ -282,7 +298,6 @@ TICKET_MIN_LEN, TICKET_MAX_LEN = 64, 4096
 TP_EXT_MAX_LEN = 512
 S32_MAX = 0x7FFFFFFF
 _U32 = 0xFFFFFFFF
-_PN_MASKS = (0, 0xFF, 0xFFFF, 0xFFFFFF, 0xFFFFFFFF)
 _VARINT_MASK = (0, 0x3F, 0x3FFF, 0, 0x3FFFFFFF, 0, 0, 0, 0x3FFFFFFFFFFFFFFF)  # the kernel ABI's error code fields are u32 (frame.c truncates)
 # RFC 9000 §5.1.2: RETIRE_CONNECTION_ID frames waiting to be sent, at most this
 # many times our active_connection_id_limit (then CONNECTION_ID_LIMIT_ERROR)
@@ -1190,7 +1205,7 @@ class QuicConnection:
         pns = self.spaces[APP]
         nxt = pns.largest_received + 1
         # the next packet in order: what RFC 9000 A.3's decoding gives then
-        pn = nxt if trunc == nxt & _PN_MASKS[pn_len] else decode_packet_number(
+        pn = nxt if trunc == nxt & _PN_MASK[pn_len] else decode_packet_number(
             trunc, pn_len, nxt - 1)
         if pn < self._key_phase_start_pn:
             return False

@@ -40,7 +40,12 @@ valid while it matches the client's recorded deadline), so an iteration costs
 O(log n) per due or changed timer, not O(connections). A client's deadline is
 re-read with :meth:`IOLoop.schedule` whenever it may have changed: after an
 application call on it, after its datagrams or timers were processed, and
-after every flush.
+after every flush. One exception keeps a round trip short: when the leader's
+own socket became readable and nothing must be sent at once, the batch leaves
+that socket *unsettled* (``_unsettled``) and returns; the reply's flush
+re-reads its timers after the datagram left, and otherwise whoever next
+computes a sleep (:meth:`IOLoop._timeout`) settles it first (the engine's
+deferred ACK processing, a flush if that queued something, the timers).
 """
 
 from __future__ import annotations

@@ -651,7 +651,7 @@ class QuicSocket(QuicSocketMixin):
         if route is not None and len(items) == 1 and items[0][1] is route[0] \
                 and route[1] is self._endpoint and len(self._endpoints) == 1:
             # the reply of a request/response exchange: the peer's address
-            # object as last time, one endpoint (whose the source then is)
+            # object as last time, and one endpoint (which is then the source)
             route[1].sendto(items[0][0], route[2])
             return
         ep = self._endpoint

@@ -455,6 +455,10 @@ def test_c_perf_server_with_pyquic_client(driver: str, keys: Keys,
     proc = subprocess.Popen([*stdbuf, tool, "-l", "-a", "127.0.0.1", "-p", str(port), "-k",
                              str(keys.key), "-c", str(keys.cert)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
         _wait_udp_port(port)
         with KernelSocket() as c:
@@ -474,8 +478,15 @@ def test_c_perf_server_with_pyquic_client(driver: str, keys: Keys,
             assert m.data == b"recv done" and m.stream_id == 0 and m.fin
         print(f"perf_test server, pyquic kernel client ({driver}): {total} bytes in "
               f"{elapsed:.2f} s = {total * 8 / elapsed / 1e6:.1f} Mbit/s")
+        # the server prints its summary after sending the reply: wait for it
+        # (bounded) before killing it
+        end = time.monotonic() + TIMEOUT
+        while stdbuf and time.monotonic() < end and not any("RECV DONE" in x for x in lines):
+            time.sleep(0.05)
     finally:
         proc.kill()
-        out, _ = proc.communicate(timeout=TIMEOUT)
+        proc.wait(timeout=TIMEOUT)
+        reader.join(TIMEOUT)
+    out = "".join(lines)
     if stdbuf:
         assert "HANDSHAKE DONE" in out and f"RECV DONE: tot_len {total}" in out
