@@ -378,13 +378,14 @@ class QuicSocket(QuicSocketMixin):
         self._wake()
         LOOP.poll_now(now)
 
-    def _after_quiet(self, now: float | None = None) -> None:
+    def _after_quiet(self, now: float | None = None, timers: bool = True) -> None:
         """After a call that cannot make the engine send (an option that only
-        stores a setting, a read): no flush and no cork, like the kernel."""
+        stores a setting, a read): no flush and no cork, like the kernel.
+        ``timers``: the call may have moved a timer (not a stream read)."""
         if now is None:
             now = time.monotonic()
         self._update_readiness()
-        if self._connected:
+        if timers and self._connected:
             LOOP.schedule(self)
         self._wake()
         LOOP.poll_now(now)
@@ -1108,11 +1109,9 @@ class QuicSocket(QuicSocketMixin):
                     self._conn.read_output = False
                     self._after(now)
                 else:
-                    # the usual read: nothing to send, no timer moved (a batch
-                    # the read's data came in settles the timers)
-                    self._update_readiness()
-                    self._wake()
-                    LOOP.poll_now(now)
+                    # the usual read: nothing to send, no timer moved (the
+                    # batch the read's data came in settles the timers)
+                    self._after_quiet(now, timers=False)
             else:
                 # a handshake message leaves the ACKs it causes corked: the
                 # driver answers at once (secrets, then its flight), so they
