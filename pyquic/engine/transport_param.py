@@ -44,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .common import Buffer, BufferReadError, encode_varint
+from .common import Buffer, BufferReadError, decode_varint, encode_varint
 from .errors import TRANSPORT_PARAMETER_ERROR, QuicError
 
 __all__ = [
@@ -227,19 +227,6 @@ _KIND_BY_ID: dict[int, tuple[int, str]] = {
 }
 
 
-def _varint_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    """(value, next position) of the varint at ``pos``; BufferReadError past ``end``."""
-    if pos >= end:
-        raise BufferReadError("truncated varint")
-    first = data[pos]
-    size = 1 << (first >> 6)
-    if pos + size > end:
-        raise BufferReadError("truncated varint")
-    if size == 1:
-        return first, pos + 1
-    return int.from_bytes(data[pos:pos + size], "big") & ((1 << (size * 8 - 2)) - 1), pos + size
-
-
 def _decode(data: bytes, sent_by_server: bool) -> TransportParameters:
     params = TransportParameters()
     seen: set[int] = set()
@@ -251,16 +238,15 @@ def _decode(data: bytes, sent_by_server: bool) -> TransportParameters:
         if pid < 0x40:
             pos += 1
         else:
-            pid, pos = _varint_at(data, pos, n)
+            pid, pos = decode_varint(data, pos)
         length = data[pos] if pos < n else 0x40
         if length < 0x40:
             pos += 1
         else:
-            length, pos = _varint_at(data, pos, n)
+            length, pos = decode_varint(data, pos)
         if pos + length > n:
             raise BufferReadError("truncated bytes")
         value = data[pos:pos + length]
-        vstart = pos
         pos += length
         # RFC 9000 §7.4: a parameter must not appear twice.
         if pid in seen:
@@ -273,11 +259,10 @@ def _decode(data: bytes, sent_by_server: bool) -> TransportParameters:
             kind, name = spec
             if kind == _INT:
                 if length == 1 and value[0] < 0x40:
-                    v = value[0]
-                    vend = pos
+                    v, vend = value[0], 1
                 else:
-                    v, vend = _varint_at(data, vstart, pos)
-                if vend != pos:
+                    v, vend = decode_varint(value)
+                if vend != length:
                     raise _fail(f"trailing bytes in transport parameter 0x{pid:x}")
                 setattr(params, name, v)
             elif kind == _CID:
