@@ -63,6 +63,7 @@ from pyquic.tls.messages import (
     PskKeyExchangeMode,
     ServerHello,
     TlsAlert,
+    enum_members,
     parse_message,
     split_messages,
     truncate_client_hello,
@@ -76,7 +77,7 @@ LEVEL_EARLY = 3
 
 A = AlertDescription
 # plain classes of the members: cheaper attribute loads than the Enum classes
-HT: Any = type("_HandshakeTypes", (), {m.name: m for m in HandshakeType})
+HT: Any = enum_members(HandshakeType)
 
 DEFAULT_CIPHER_SUITES: list[int] = [
     CipherSuite.AES_128_GCM_SHA256,
@@ -159,7 +160,7 @@ class State(Enum):
     FAILED = auto()
 
 
-_S: Any = type("_States", (), {m.name: m for m in State})
+_S: Any = enum_members(State)
 
 
 class _KeyShare:

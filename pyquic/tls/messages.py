@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any
 
 # ---------------------------------------------------------------- constants
@@ -127,14 +127,14 @@ class AlertDescription(IntEnum):
     no_application_protocol = 120
 
 
-def _members(enum_cls: type[IntEnum]) -> type:
+def enum_members(enum_cls: type[Enum]) -> Any:
     """A plain class holding ``enum_cls``'s members as attributes: on Python
     3.11 an attribute load from an Enum class costs several times one from a
-    plain class, and message (de)coding compares extension types often."""
+    plain class, and the handshake compares types and states often."""
     return type(f"_{enum_cls.__name__}Members", (), {m.name: m for m in enum_cls})
 
 
-_E: Any = _members(ExtensionType)
+_E: Any = enum_members(ExtensionType)
 
 TLS_VERSION_1_2 = 0x0303
 TLS_VERSION_1_3 = 0x0304
