@@ -222,6 +222,21 @@ class _Pkt:
         self.plen = 0  # payload bytes, PADDING included
 
 
+def _ack_frame(pns: Any, now: float, exponent: int) -> tuple[bytes, int] | None:
+    """The ACK frame of ``pns``'s received ranges (RFC 9000 §19.3, no ECN
+    counts) with its ACK Delay scaled by ``exponent``, and the largest packet
+    number it acknowledges; None when nothing was received."""
+    ranges = pns.ranges
+    if not ranges:
+        return None
+    delay = max(0, int((now - pns.largest_received_time) * 1e6) >> exponent)
+    if len(ranges) == 1:  # no ACK Range after the first
+        first, largest = ranges[0]
+        return b"".join((b"\x02", encode_varint(largest), encode_varint(delay), b"\x00",
+                         encode_varint(largest - first))), largest
+    return fr.AckFrame(pns.ack_ranges(), delay).encode(), ranges[-1][1]
+
+
 class OutQueue:
     """Frames waiting per space, and the packer."""
 
@@ -407,14 +422,10 @@ class OutQueue:
         if pns.ack_pending:
             # piggyback the ACK on the data (RFC 9000 §13.2.1), as the general
             # packer does when there is something ack-eliciting to send
-            ranges = pns.ack_ranges()
-            if not ranges:
+            built = _ack_frame(pns, now, conn.local_ack_delay_exponent)
+            if built is None or len(built[0]) > 256:
                 return -1
-            delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
-            ack = fr.AckFrame(ranges, delay).encode()
-            if len(ack) > 256:
-                return -1
-            largest_ack = ranges[0][1]
+            ack, largest_ack = built
         key = conn._send_keys[APP]
         encrypt = key._aead.encrypt
         iv = key._iv_int
@@ -580,18 +591,10 @@ class OutQueue:
         largest_ack = -1
         records: list[tuple[Any, ...]] = []
         if pns.ack_pending:
-            ranges = pns.ranges
-            if not ranges:
+            built = _ack_frame(pns, now, conn.local_ack_delay_exponent)
+            if built is None:
                 return None
-            delay = max(0, int((now - pns.largest_received_time) * 1e6)
-                        >> conn.local_ack_delay_exponent)  # RFC 9000 §19.3
-            if len(ranges) == 1:  # RFC 9000 §19.3: no ACK Range after the first
-                first, largest_ack = ranges[0]
-                ack = b"".join((b"\x02", encode_varint(largest_ack), encode_varint(delay),
-                                b"\x00", encode_varint(largest_ack - first)))
-            else:
-                ack = fr.AckFrame(pns.ack_ranges(), delay).encode()
-                largest_ack = ranges[-1][1]
+            ack, largest_ack = built
             records.append((REC_ACK, largest_ack))
         sid = st.id
         fin = send._fin_pending
@@ -610,14 +613,12 @@ class OutQueue:
     def _build_ack_fast(self, conn: Any, now: float, pns: Any) -> bytes | None:
         """An ACK-only 1-RTT datagram (not ack-eliciting, not in flight,
         RFC 9002 §2), as the general packer would build it."""
-        ranges = pns.ack_ranges()
-        if not ranges or pns.next_pn - max(pns.largest_acked, -1) >= 1 << 31:
-            return None  # no ranges, or a 5-byte packet number: general packer
-        delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
-        ack = fr.AckFrame(ranges, delay).encode()
-        if len(ack) > 256:
-            return None
-        largest_ack = ranges[0][1]
+        if pns.next_pn - max(pns.largest_acked, -1) >= 1 << 31:
+            return None  # a 5-byte packet number: general packer
+        built = _ack_frame(pns, now, conn.local_ack_delay_exponent)
+        if built is None or len(built[0]) > 256:
+            return None  # no ranges, or a long ACK: general packer
+        ack, largest_ack = built
         return self._seal_short(conn, now, pns, [ack], [(REC_ACK, largest_ack)], False,
                                 largest_ack)
 
@@ -650,14 +651,12 @@ class OutQueue:
         largest_ack = -1
         if pns.ack_pending:
             # an ACK goes with anything ack-eliciting (RFC 9000 §13.2.1)
-            ranges = pns.ack_ranges()
-            if ranges:
-                delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
-                enc = fr.AckFrame(ranges, delay).encode()
+            built = _ack_frame(pns, now, conn.local_ack_delay_exponent)
+            if built is not None:
+                enc, largest_ack = built
                 if len(enc) > 256:
                     return None
                 payload.append(enc)
-                largest_ack = ranges[0][1]
                 records.append((REC_ACK, largest_ack))
                 room -= len(enc)
         n_ack = len(payload)
@@ -837,19 +836,11 @@ class OutQueue:
         if pns.ack_pending and (pns.ack_needed or (
                 pns.ack_deadline is not None and now >= pns.ack_deadline)
                 or self._has_eliciting_data(conn, space)):
-            ranges = pns.ack_ranges()
-            if ranges:
-                delay = int(pns.ack_delay(now) * 1e6) >> conn.local_ack_delay_exponent
-                if len(ranges) == 1:
-                    # RFC 9000 §19.3: one range, no ECN counts
-                    first, largest_ack = ranges[0]
-                    enc = b"".join((b"\x02", encode_varint(largest_ack), encode_varint(delay),
-                                    b"\x00", encode_varint(largest_ack - first)))
-                else:
-                    enc = fr.AckFrame(ranges, delay).encode()
+            built = _ack_frame(pns, now, conn.local_ack_delay_exponent)
+            if built is not None:
+                enc, largest_ack = built
                 if len(enc) <= room:
                     payload.append(enc)
-                    largest_ack = ranges[0][1]
                     records.append((REC_ACK, largest_ack))
                     pkt.largest_ack = largest_ack
                     room -= len(enc)
