@@ -206,7 +206,7 @@ from .._hmac import HmacKey
 from .._rand import urandom
 from ..abi import CryptoLevel, EventType, StreamState
 from . import frame as fr
-from .common import Buffer
+from .common import Buffer, BufferReadError, decode_varint
 from .cong import Pacer, RttEstimator, new_congestion_control
 from .connid import RESET_TOKEN_LEN, DestConnIdSet, SourceConnIdSet
 from .crypto import PacketKey, hash_for_cipher, initial_keys
@@ -2181,11 +2181,9 @@ class QuicConnection:
     def _collect(self, now: float) -> list[tuple[bytes, Addr, Addr]]:
         self._now = now
         if self._rx_dirty:
-            # only _rx_idle_timer's part (its closed check is _rearm_timers'):
-            # the flow-control updates and the ACK timer of _flush_rx are what
-            # every flush below does anyway
-            self._rx_dirty = False
-            self._idle_stale = self._timers_stale = True
+            # only the idle timer: the flow-control updates and the ACK timer
+            # of _flush_rx are what every flush below does anyway
+            self._rx_idle_timer()
         state = self.state
         if state is not _ESTABLISHED:
             if state in (_CLOSED, _LISTENING, _DRAINING):
@@ -3044,18 +3042,15 @@ def _parse_ack(payload: bytes) -> tuple[fr.AckFrame | None, int]:
     """An ACK frame (type 0x02) at the start of ``payload`` and the position
     after it; (None, 0) if it does not parse (the general parser reports it)."""
     # RFC 9000 §19.3: Largest Acknowledged, ACK Delay, ACK Range Count and
-    # First ACK Range read inline; several ranges go to the frame parser
-    n = len(payload)
-    pos = 1
-    vals = [0, 0, 0, 0]
-    for i in range(4):
-        if pos >= n:
-            return None, 0
-        w = 1 << (payload[pos] >> 6)
-        vals[i] = int.from_bytes(payload[pos:pos + w], "big") & _VARINT_MASK[w]
-        pos += w
-    largest, delay, count, first = vals
-    if pos > n or count or first > largest:
+    # First ACK Range read directly; several ranges go to the frame parser
+    try:
+        largest, pos = decode_varint(payload, 1)
+        delay, pos = decode_varint(payload, pos)
+        count, pos = decode_varint(payload, pos)
+        first, pos = decode_varint(payload, pos)
+    except BufferReadError:
+        return None, 0
+    if count or first > largest:
         b = Buffer(payload, 1)
         try:
             f = fr._p_ack(b, 0x02)
