@@ -393,3 +393,73 @@ def test_fast_packers_follow_the_window_and_pacer_as_the_general_packer(
     last = max(i for i, n in enumerate(fast) if n)
     assert fast[:last] == slow[:last]
     assert sum(fast) <= sum(slow)
+
+
+def _send_state(conn: QuicConnection, sid: int) -> tuple[Any, ...]:
+    st = conn.streams.streams[sid]
+    send = st.send
+    assert send is not None
+    return (send.state, send.write_offset, b"".join(send._chunks[send._head:]),
+            send._blocked_pending, conn.streams.data_sent,
+            conn.streams._data_blocked_pending, sorted(conn.streams._pending_send),
+            conn.outq.cork)
+
+
+@pytest.mark.parametrize("case", ["fits", "opened", "stream_credit", "conn_credit", "sndbuf",
+                                  "empty", "finished", "unknown", "peer_uni"])
+def test_fast_send_matches_the_general_send(case: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """send_stream without flags takes ``_send_stream_fast`` only where all of
+    the data fits; either way the stream, the connection credit, the BLOCKED
+    flags and the errors are what the general path gives."""
+    results = []
+    orig = QuicConnection._send_stream_fast
+    for fast in (True, False):
+        sim = _established()
+        cli = sim.client
+        sid = 0
+        cli.send_stream(sid, b"x", NEW, True)
+        cli.datagrams_to_send(sim.now)  # the stream has nothing pending
+        cli._send_cork = cli.outq.cork = True  # as after a MSG_MORE send
+        send = cli.streams.streams[sid].send
+        assert send is not None
+        data = b"y" * 100
+        if case == "stream_credit":
+            send.max_data = send.write_offset + 40
+        elif case == "conn_credit":
+            cli.streams.max_data_peer = cli.streams.data_sent + 30
+        elif case == "sndbuf":
+            data = b"z" * (cli._sndbuf() + 10)
+        elif case == "empty":
+            data = b""
+        elif case == "finished":
+            cli.send_stream(sid, b"", FIN, True)
+        elif case == "opened":
+            sid = 4  # opened without data yet: its sending half is READY
+            cli.stream_open(sid, 0)
+        elif case == "unknown":
+            sid = 8
+        elif case == "peer_uni":
+            sid = 3  # a server-initiated unidirectional stream: no sending half
+            cli.streams.get_or_create_peer(sid)
+        taken: list[int] = []
+
+        def spy(self: QuicConnection, stream_id: int, d: bytes, fast: bool = fast,
+                taken: list[int] = taken) -> int:
+            n = orig(self, stream_id, d) if fast else 0
+            taken.append(n)
+            return n
+
+        monkeypatch.setattr(QuicConnection, "_send_stream_fast", spy)
+        try:
+            out: Any = cli.send_stream(sid, data, 0, False)
+        except OSError as exc:
+            out = ("error", exc.errno)
+        state = _send_state(cli, sid) if sid in cli.streams.streams and \
+            cli.streams.streams[sid].send is not None else None
+        results.append((out, state))
+        if fast:
+            assert bool(taken and taken[0]) == (case in ("fits", "opened"))
+    assert results[0] == results[1]
+    if case in ("fits", "opened"):
+        assert results[0][0] == 100
