@@ -1158,10 +1158,12 @@ class QuicConnection:
         1-RTT packet on the current path, not while a left server address is
         watched); True when the datagram was handled, the connection closed by
         an error in it included."""
-        if self.state is _ESTABLISHED and data and data[0] & 0xC0 == 0x40 \
-                and self._key_phase_start_pn >= 0 and not self.plaintext_1rtt \
-                and remote == self.paths.remote and self._left_remote is None \
-                and (not self.per_path_io or local == self.paths.local):
+        if self.state is not _ESTABLISHED or not data or data[0] & 0xC0 != 0x40 \
+                or self._key_phase_start_pn < 0 or self.plaintext_1rtt \
+                or self._left_remote is not None:
+            return False
+        active = self.paths.paths[0]
+        if remote == active.remote and (not self.per_path_io or local == active.local):
             try:
                 return self._receive_short_fast(data, remote, local, now)
             except QuicError as e:

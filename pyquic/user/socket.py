@@ -356,7 +356,8 @@ class QuicSocket(QuicSocketMixin):
         if now is None:
             now = time.monotonic()
         if flush and self._connected:
-            self._flush_out(now)  # re-reads the timers too
+            if not self._closed:
+                self._flush(now)  # re-reads the timers too
         elif self._connected:
             self._update_readiness()
             # corked: the next flushing call, wait or I/O batch sends it; not
@@ -1089,7 +1090,8 @@ class QuicSocket(QuicSocketMixin):
             deadline = self._deadline(bool(flags & MSG_DONTWAIT))
             peek = bool(flags & MSG_PEEK)
             while True:
-                if self._vn_restart_due():
+                # (only a handshake restarts after Version Negotiation)
+                if self._conn.state is not _ESTABLISHED and self._vn_restart_due():
                     if not peek:
                         self._vn_signalled = True
                     self._after(flush=False)
@@ -1117,16 +1119,20 @@ class QuicSocket(QuicSocketMixin):
                 # driver answers at once (secrets, then its flight), so they
                 # share its datagrams; its next wait or send flushes them
                 self._after(flush=not item.level)
-        anc: list[tuple[int, int, bytes]] = []
         msg_flags = item.msg_flags
         if item.stream_id is not None:
             payload = _SINFO.pack(item.stream_id, item.stream_flags)
-            msg_flags |= self._put_cmsg(anc, ancbufsize, abi.CmsgType.STREAM_INFO, payload)
+            if ancbufsize >= _SINFO_CMSG_LEN:  # the usual buffer: the whole cmsg fits
+                return item.data, [(SOL_QUIC, _SINFO_TYPE, payload)], msg_flags, None
+            anc: list[tuple[int, int, bytes]] = []
+            msg_flags |= self._put_cmsg(anc, ancbufsize, _SINFO_TYPE, payload)
             if msg_flags & MSG_CTRUNC:
                 msg_flags |= item.stream_flags
-        elif item.level:
+            return item.data, anc, msg_flags, None
+        anc = []
+        if item.level:
             payload = abi.HandshakeInfo(int(item.level)).pack()
-            msg_flags |= self._put_cmsg(anc, ancbufsize, abi.CmsgType.HANDSHAKE_INFO, payload)
+            msg_flags |= self._put_cmsg(anc, ancbufsize, _HINFO, payload)
         return item.data, anc, msg_flags, None
 
     @staticmethod
