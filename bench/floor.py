@@ -10,7 +10,11 @@ second stay below this figure; the gap is its own per-packet work.
 
 It runs twice: with the two processes pinned to two different CPUs (as the
 benchmark's unpinned processes usually run), then both on one CPU.  The
-difference is the cost of waking a process that sleeps on another CPU.
+difference is the cost of waking a process that sleeps on another CPU.  The
+time inside ``sendto`` is shown as well: on loopback the system call also
+runs the receive path and the wake-up of the peer (on one CPU, the peer's
+whole turn when it preempts the sender); ``bench/phases.py`` shows the same
+for pyquic.
 
     python bench/floor.py --round-trips 20000
 """
@@ -59,30 +63,36 @@ class _Sealer:
 
 
 def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
-          first: bool) -> tuple[float, float]:
-    """``count`` exchanges; returns (wall seconds, CPU seconds of this process)."""
+          first: bool) -> tuple[float, float, float]:
+    """``count`` exchanges; returns (wall seconds, CPU seconds of this process,
+    seconds in the first side's ``sendto`` calls)."""
     ep = select.epoll()
     ep.register(sock.fileno(), select.EPOLLIN)
     sealer = _Sealer()
     msg = bytes(64)
+    ns = time.perf_counter_ns
+    in_send = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(count):
         if first:
             assert peer is not None
-            sock.sendto(sealer.seal(msg), peer)
+            packet = sealer.seal(msg)
+            t = ns()
+            sock.sendto(packet, peer)
+            in_send += ns() - t
         if not ep.poll(5.0):
             raise SystemExit("peer silent for 5 s")
         data, addr = sock.recvfrom(2048)
         sealer.open(data)
         if not first:
             sock.sendto(sealer.seal(msg), addr)
-    return time.perf_counter() - t0, time.process_time() - c0
+    return time.perf_counter() - t0, time.process_time() - c0, in_send / 1e9
 
 
-def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float]:
+def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float, float]:
     """One ping-pong of ``count`` exchanges, the client and the echoing side
     pinned to ``cpus`` (or not pinned); returns (round trips/s, client CPU us
-    per round trip)."""
+    per round trip, client us in ``sendto`` per round trip)."""
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
     server.setblocking(False)
@@ -103,12 +113,12 @@ def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float]:
     try:
         if cpus is not None:
             os.sched_setaffinity(0, {cpus[0]})
-        wall, cpu = _side(client, addr, count, True)
+        wall, cpu, in_send = _side(client, addr, count, True)
     finally:
         os.sched_setaffinity(0, before)
         client.close()
         os.waitpid(pid, 0)
-    return count / wall, cpu / count * 1e6
+    return count / wall, cpu / count * 1e6, in_send / count * 1e6
 
 
 def main() -> None:
@@ -121,9 +131,10 @@ def main() -> None:
         runs.append((f"two CPUs ({cpus[0]}, {cpus[1]})", (cpus[0], cpus[1])))
     runs.append((f"one CPU ({cpus[0]})", (cpus[0], cpus[0])))
     for label, pair in runs:
-        rate, cpu = _run(args.round_trips, pair)
+        rate, cpu, in_send = _run(args.round_trips, pair)
         print(f"UDP + AES-GCM ping-pong floor, {label}: {rate:,.0f} round trips/s, "
-              f"client CPU {cpu:.1f} us per round trip", file=sys.stdout)
+              f"client CPU {cpu:.1f} us per round trip, {in_send:.1f} us (wall) "
+              "inside sendto", file=sys.stdout)
 
 
 if __name__ == "__main__":
