@@ -33,19 +33,35 @@ import functools
 import math
 import select
 import socket as _socket
+import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pyquic.abi import libc as _libc
 from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, CmsgType, StreamFlag
-from pyquic.abi.structs import StreamInfo
 from pyquic.kernel.typed import QuicSocketMixin
 
 __all__ = ["IPPROTO_QUIC", "SOL_QUIC", "KernelSocket"]
 
 _MIN_BACKOFF = 0.0005
 _MAX_BACKOFF = 0.02
+_STREAM_INFO = int(CmsgType.STREAM_INFO)
+_STREAM_DONTWAIT = int(StreamFlag.DONTWAIT)
+_STREAM_FLAGS = struct.Struct("=8xI4x")  # struct quic_stream_info: s64 stream_id, u32 flags
+_twin_lock = threading.Lock()  # creates each socket's twin once
+
+
+class _Borrowed(_socket.socket):
+    """A socket object on an fd it does not own: it never closes it (freeing
+    it detaches), so it may outlive its owner's close() without ever closing
+    a number the kernel has handed to another file."""
+
+    __slots__ = ()
+
+    def __del__(self) -> None:
+        self.detach()
 
 
 class KernelSocket(_socket.socket, QuicSocketMixin):
@@ -59,7 +75,8 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
     OSError (EPROTONOSUPPORT).
     """
 
-    __slots__ = ()
+    __slots__ = ("_twin",)
+    _twin: _socket.socket | None
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
@@ -138,41 +155,55 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
     #   to wait: with MSG_DONTWAIT, or MSG_QUIC_STREAM_DONTWAIT in the flags or
     #   in the STREAM_INFO cmsg (socket.c quic_wait_for_stream: a stream past
     #   the peer's MAX_STREAMS limit gives EAGAIN at once). It is raised as is.
-    # The attempts go through a non-owning twin socket object with timeout 0.
+    # The attempts go through a twin socket object on the same fd with timeout
+    # 0 (a direct system call), made once per socket (_nonblocking_twin).
 
     def _send_timed(self, call: Callable[[_socket.socket], int], dont_wait: bool,
                     deadline: float | None = None) -> int | None:
         """Run ``call(twin)`` as described above; None if the socket has no
-        timeout (blocking or non-blocking: the stdlib path is right then)."""
+        timeout (blocking or non-blocking: the stdlib path is right then) or
+        is closed."""
         timeout = self.gettimeout()
-        if timeout is None or timeout == 0.0:
-            return None
+        if timeout is None or timeout == 0.0 or self.fileno() < 0:
+            return None  # (closed: the stdlib raises EBADF)
         if deadline is None:
             deadline = time.monotonic() + timeout
-        twin = _socket.socket(self.family, self.type, self.proto, fileno=self.fileno())
-        try:
-            twin.settimeout(0.0)
-            delay = _MIN_BACKOFF
-            # bounded by the deadline; the count bound is a safety net only
-            for _ in range(10_000_000):
-                try:
-                    return call(twin)
-                except BlockingIOError:
-                    if dont_wait:
-                        raise
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC or dont_wait:
-                        raise
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("timed out")
-                wait = min(remaining, delay)
-                if _writable(self.fileno(), wait):
-                    time.sleep(wait)  # POLLOUT set: a stream-level limit
-                delay = min(delay * 2, _MAX_BACKOFF)
-            raise TimeoutError("timed out")
-        finally:
-            twin.detach()
+        twin = self._nonblocking_twin()
+        delay = _MIN_BACKOFF
+        # bounded by the deadline; the count bound is a safety net only
+        for _ in range(10_000_000):
+            try:
+                return call(twin)
+            except BlockingIOError:
+                if dont_wait:
+                    raise
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or dont_wait:
+                    raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            wait = min(remaining, delay)
+            if _writable(self.fileno(), wait):
+                time.sleep(wait)  # POLLOUT set: a stream-level limit
+            delay = min(delay * 2, _MAX_BACKOFF)
+        raise TimeoutError("timed out")
+
+    def _nonblocking_twin(self) -> _socket.socket:
+        """The socket object ``_send_timed`` sends through: this fd with
+        timeout 0, so CPython makes the system call at once.  Made on first
+        use and kept (a new one per send costs more than the send's own
+        Python work)."""
+        twin = getattr(self, "_twin", None)
+        if twin is not None:
+            return twin
+        with _twin_lock:  # two first sends at once make one twin
+            twin = getattr(self, "_twin", None)
+            if twin is None:
+                twin = _Borrowed(self.family, self.type, self.proto, fileno=self.fileno())
+                twin.settimeout(0.0)
+                self._twin = twin
+        return twin
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,  # type: ignore[override]
                 address: Any = None) -> int:
@@ -235,11 +266,11 @@ def _dont_wait(flags: int, ancdata: Any) -> bool:
     stream_flags = flags
     for item in ancdata or ():
         level, ctype, data = item
-        if level == SOL_QUIC and ctype == CmsgType.STREAM_INFO:
-            raw = bytes(data)
-            if len(raw) >= StreamInfo.SIZE:
-                stream_flags = StreamInfo.unpack(raw[:StreamInfo.SIZE]).stream_flags
-    return bool(stream_flags & StreamFlag.DONTWAIT)
+        if level == SOL_QUIC and ctype == _STREAM_INFO:
+            raw = data if type(data) is bytes else bytes(data)
+            if len(raw) >= _STREAM_FLAGS.size:
+                stream_flags = _STREAM_FLAGS.unpack_from(raw)[0]
+    return bool(stream_flags & _STREAM_DONTWAIT)
 
 
 def _writable(fd: int, wait: float) -> bool:

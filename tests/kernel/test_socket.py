@@ -8,6 +8,7 @@ stock kernel has. Cases needing IPPROTO_QUIC live in test_kernel.py.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import select
 import socket
@@ -18,7 +19,8 @@ import time
 import pytest
 
 from pyquic.abi.cmsg import stream_info_cmsg
-from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, SockOpt, StreamFlag
+from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, CmsgType, SockOpt, StreamFlag
+from pyquic.abi.structs import StreamInfo
 from pyquic.kernel.available import kernel_available
 from pyquic.kernel.socket import KernelSocket, _dont_wait
 
@@ -156,6 +158,100 @@ def test_send_with_timeout_tries_at_once_and_keeps_fd(recwarn: pytest.WarningsRe
         assert tx.fileno() == fd and tx.gettimeout() == TIMEOUT
         os.fstat(fd)  # the twin used for the first attempt did not close the fd
     assert not [w for w in recwarn if issubclass(w.category, ResourceWarning)]
+
+
+def _timed_sender() -> tuple[KernelSocket, socket.socket]:
+    """A KernelSocket over UDP with a timeout that has sent once, and its peer."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(TIMEOUT)
+    tx = _udp()
+    tx.connect(rx.getsockname())
+    tx.settimeout(TIMEOUT)
+    assert tx.send(b"x") == 1
+    assert rx.recv(10) == b"x"
+    return tx, rx
+
+
+def test_timed_sends_reuse_one_twin() -> None:
+    tx, rx = _timed_sender()
+    with tx, rx:
+        twin = tx._twin
+        assert twin is not None and twin.fileno() == tx.fileno() and twin.gettimeout() == 0.0
+        assert tx.sendmsg([b"y"]) == 1 and tx.send(b"z") == 1
+        tx.sendall(b"w")
+        assert tx._twin is twin
+        assert [rx.recv(10) for _ in range(3)] == [b"y", b"z", b"w"]
+
+
+@pytest.mark.parametrize("how", ["close", "detach", "collect"])
+def test_twin_never_closes_a_recycled_fd(how: str) -> None:
+    """Once the socket gives up its fd (close, detach, or garbage collection
+    of an unclosed socket), the twin no longer owns that number: dropping the
+    twin afterwards must not close the file that reused it."""
+    tx, rx = _timed_sender()
+    with rx:
+        twin = tx._twin
+        assert twin is not None
+        fd = tx.fileno()
+        other = os.open(os.devnull, os.O_RDONLY)  # (taken before fd is free)
+        if how == "close":
+            tx.close()
+        elif how == "detach":
+            os.close(tx.detach())
+        else:
+            with pytest.warns(ResourceWarning):
+                del tx
+        os.dup2(other, fd)  # another file takes the freed number
+        os.close(other)
+        try:
+            if how != "collect":  # a send on the closed socket fails as on any socket
+                with pytest.raises(OSError) as ei:
+                    tx.send(b"late")
+                assert ei.value.errno == errno.EBADF
+            del twin
+            gc.collect()
+            os.fstat(fd)  # still open
+        finally:
+            os.close(fd)
+
+
+def _dont_wait_reference(flags: int, ancdata: list[tuple[int, int, object]]) -> bool:
+    """The rule written with the ABI classes (socket.c quic_msghdr_parse)."""
+    if flags & socket.MSG_DONTWAIT:
+        return True
+    sflags = flags
+    for level, ctype, data in ancdata:
+        raw = bytes(data)  # type: ignore[call-overload]
+        if level == SOL_QUIC and ctype == CmsgType.STREAM_INFO and len(raw) >= StreamInfo.SIZE:
+            sflags = StreamInfo.unpack(raw).stream_flags
+    return bool(sflags & StreamFlag.DONTWAIT)
+
+
+def test_dont_wait_follows_flags_and_the_stream_info_cmsg() -> None:
+    dw = int(StreamFlag.DONTWAIT)
+    info = StreamInfo(4, dw | int(StreamFlag.FIN)).pack()
+    plain = StreamInfo(4, int(StreamFlag.FIN)).pack()
+    cases: list[tuple[int, list[tuple[int, int, object]]]] = [
+        (0, []), (dw, []), (socket.MSG_DONTWAIT, []),
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), info)]),
+        (dw, [(SOL_QUIC, int(CmsgType.STREAM_INFO), plain)]),  # the cmsg's flags win
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), bytearray(info))]),
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), memoryview(info))]),
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), info[:12])]),  # short: ignored
+        (dw, [(SOL_QUIC, int(CmsgType.STREAM_INFO), info[:8])]),
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), info + bytes(4))]),
+        (0, [(socket.SOL_SOCKET, int(CmsgType.STREAM_INFO), info)]),
+        (0, [(SOL_QUIC, int(CmsgType.HANDSHAKE_INFO), info)]),
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), plain),
+             (SOL_QUIC, int(CmsgType.STREAM_INFO), info)]),
+        (0, [(SOL_QUIC, int(CmsgType.STREAM_INFO), info),
+             (SOL_QUIC, int(CmsgType.STREAM_INFO), plain)]),
+    ]
+    got = [_dont_wait(f, a) for f, a in cases]
+    assert got == [_dont_wait_reference(f, a) for f, a in cases]
+    assert got == [False, True, True, True, False, True, True, False, True, True,
+                   False, False, True, False]
 
 
 def test_ipv6_socket_maps_ipv4_literals() -> None:
