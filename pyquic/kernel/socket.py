@@ -47,6 +47,9 @@ __all__ = ["IPPROTO_QUIC", "SOL_QUIC", "KernelSocket"]
 
 _MIN_BACKOFF = 0.0005
 _MAX_BACKOFF = 0.02
+# Plain ints for _dont_wait, which runs on every send: Enum attribute loads and
+# IntFlag arithmetic cost more than the rest of it.
+_MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)  # (an IntFlag: its & runs Python code)
 _STREAM_INFO = int(CmsgType.STREAM_INFO)
 _STREAM_DONTWAIT = int(StreamFlag.DONTWAIT)
 _STREAM_FLAGS = struct.Struct("=8xI4x")  # struct quic_stream_info: s64 stream_id, u32 flags
@@ -210,11 +213,15 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
         """``socket.sendmsg``; with a timeout, see the notes above."""
         args = ((buffers, ancdata, flags) if address is None
                 else (buffers, ancdata, flags, self._addr(address)))
+        if not self.gettimeout():  # blocking or non-blocking: the stdlib path
+            return super().sendmsg(*args)
         n = self._send_timed(lambda t: t.sendmsg(*args), _dont_wait(flags, ancdata))
         return super().sendmsg(*args) if n is None else n
 
     def send(self, data: Any, flags: int = 0) -> int:
         """``socket.send``; with a timeout, see the notes above."""
+        if not self.gettimeout():  # blocking or non-blocking: the stdlib path
+            return super().send(data, flags)
         n = self._send_timed(lambda t: t.send(data, flags), _dont_wait(flags, ()))
         return super().send(data, flags) if n is None else n
 
@@ -261,15 +268,18 @@ def _dont_wait(flags: int, ancdata: Any) -> bool:
     """The sendmsg asked the kernel not to wait: MSG_DONTWAIT, or the stream
     DONTWAIT flag where socket.c quic_msghdr_parse takes the stream flags from
     (the STREAM_INFO cmsg if there is one, else ``flags``)."""
-    if flags & _socket.MSG_DONTWAIT:
+    if flags & _MSG_DONTWAIT:
         return True
     stream_flags = flags
-    for item in ancdata or ():
-        level, ctype, data = item
-        if level == SOL_QUIC and ctype == _STREAM_INFO:
-            raw = data if type(data) is bytes else bytes(data)
-            if len(raw) >= _STREAM_FLAGS.size:
-                stream_flags = _STREAM_FLAGS.unpack_from(raw)[0]
+    if ancdata:
+        for level, ctype, data in ancdata:
+            if level == SOL_QUIC and ctype == _STREAM_INFO:
+                # The last full one counts; shorter data is ignored here
+                # (the kernel copies the bytes there are over a zeroed
+                # struct, quic_copy_common; pyquic always packs 16).
+                raw = data if type(data) is bytes else bytes(data)
+                if len(raw) >= 16:  # sizeof(struct quic_stream_info)
+                    stream_flags = _STREAM_FLAGS.unpack_from(raw)[0]
     return bool(stream_flags & _STREAM_DONTWAIT)
 
 

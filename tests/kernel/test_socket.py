@@ -21,6 +21,7 @@ import pytest
 from pyquic.abi.cmsg import stream_info_cmsg
 from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, CmsgType, SockOpt, StreamFlag
 from pyquic.abi.structs import StreamInfo
+from pyquic.kernel import socket as ksocket
 from pyquic.kernel.available import kernel_available
 from pyquic.kernel.socket import KernelSocket, _dont_wait
 
@@ -252,6 +253,48 @@ def test_dont_wait_follows_flags_and_the_stream_info_cmsg() -> None:
     assert got == [_dont_wait_reference(f, a) for f, a in cases]
     assert got == [False, True, True, True, False, True, True, False, True, True,
                    False, False, True, False]
+
+
+@pytest.mark.parametrize("timeout", [None, 0.0])
+def test_send_without_a_timeout_skips_the_timed_path(
+        timeout: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object) -> None:
+        raise AssertionError("timed path used")
+
+    monkeypatch.setattr(KernelSocket, "_send_timed", refuse)
+    monkeypatch.setattr(ksocket, "_dont_wait", refuse)
+    with _udp() as tx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(TIMEOUT)
+        tx.connect(rx.getsockname())
+        tx.settimeout(timeout)
+        assert tx.sendmsg([b"m"]) == 1 and tx.send(b"s") == 1
+        assert [rx.recv(10) for _ in range(2)] == [b"m", b"s"]
+        assert getattr(tx, "_twin", None) is None
+
+
+def test_dont_wait_more_inputs() -> None:
+    dw = StreamFlag.DONTWAIT
+    info = StreamInfo(4, int(dw)).pack()
+    plain = StreamInfo(4, 0).pack()
+    st = int(CmsgType.STREAM_INFO)
+    cases: list[tuple[int, object]] = [
+        (0, None), (int(dw), None), (dw, []),  # IntFlag flags as well as ints
+        (socket.MSG_DONTWAIT, [(SOL_QUIC, st, plain)]),
+        (int(socket.MSG_DONTWAIT) | int(dw), [(SOL_QUIC, st, plain)]),
+        (0, ((SOL_QUIC, st, info),)),  # a tuple of tuples
+        (int(dw), iter([(SOL_QUIC, st, plain)])),  # any iterable
+        (0, [(SOL_QUIC, CmsgType.STREAM_INFO, info)]),  # IntEnum type
+        (0, [(SOL_QUIC, st, b"")]),
+        (int(dw), [(SOL_QUIC, st, bytearray(15))]),
+        (0, [(SOL_QUIC, st, bytes(8) + (int(dw)).to_bytes(4, "little"))]),  # 12 bytes
+        (0, [(SOL_QUIC, st, info), (SOL_QUIC, st, plain[:15])]),  # short one ignored
+        (int(dw), [(SOL_QUIC, 1, plain)]),  # HANDSHAKE_INFO: flags stay
+    ]
+    got = [_dont_wait(f, a) for f, a in cases]
+    assert all(type(g) is bool for g in got)
+    assert got == [False, True, True, True, True, True, False, True, False, True,
+                   False, True, True]
 
 
 def test_ipv6_socket_maps_ipv4_literals() -> None:
