@@ -53,17 +53,20 @@ _MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)  # (an IntFlag: its & runs Python code
 _STREAM_INFO = int(CmsgType.STREAM_INFO)
 _STREAM_DONTWAIT = int(StreamFlag.DONTWAIT)
 _STREAM_FLAGS = struct.Struct("=8xI4x")  # struct quic_stream_info: s64 stream_id, u32 flags
-_twin_lock = threading.Lock()  # creates each socket's twin once
 
 
 class _Borrowed(_socket.socket):
-    """A socket object on an fd it does not own: it never closes it (freeing
-    it detaches), so it may outlive its owner's close() without ever closing
-    a number the kernel has handed to another file."""
+    """A socket object on an fd it does not own. It never closes it: close()
+    and garbage collection only detach, so even a stray reference that
+    outlives its owner cannot close a number the kernel has given to another
+    file."""
 
     __slots__ = ()
 
-    def __del__(self) -> None:
+    def _real_close(self, *args: Any) -> None:  # close(), __exit__
+        self.detach()
+
+    def __del__(self) -> None:  # replaces the C finalizer, which would close
         self.detach()
 
 
@@ -79,7 +82,13 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
     """
 
     __slots__ = ("_twin",)
-    _twin: _socket.socket | None
+    _twin: _Borrowed | None
+    # Serialises making a twin with dropping it (close/detach); shared by all
+    # sockets, as both happen once per socket. Reentrant: a garbage collection
+    # while it is held may close() another socket (a makefile object's
+    # finalizer) on this thread. A class attribute, not a global: close() may
+    # run at interpreter shutdown.
+    _twin_lock = threading.RLock()
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
@@ -89,6 +98,7 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
             family = _socket.AF_INET if family == -1 else family
             type = _socket.SOCK_DGRAM if type == -1 else type
             proto = IPPROTO_QUIC
+        self._twin = None
         super().__init__(family, type, proto, fileno)
 
     @classmethod
@@ -159,7 +169,16 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
     #   in the STREAM_INFO cmsg (socket.c quic_wait_for_stream: a stream past
     #   the peer's MAX_STREAMS limit gives EAGAIN at once). It is raised as is.
     # The attempts go through a twin socket object on the same fd with timeout
-    # 0 (a direct system call), made once per socket (_nonblocking_twin).
+    # 0 (a direct system call). A new one per send added more than half the
+    # cost of a small send, so each socket makes one on first use
+    # (_nonblocking_twin) and keeps it. The twin is a _Borrowed, which never
+    # closes the fd; the owner detaches it where the fd goes away (_real_close,
+    # detach), under the lock that also guards making it, so no later attempt
+    # (another thread's retry) reaches a number the kernel may have given to
+    # another file: it fails with EBADF as on a closed socket. A socket
+    # collected unclosed closes its fd in C and its twin goes with it, only
+    # detaching. Threads may send through one twin at once, as through any
+    # socket.
 
     def _send_timed(self, call: Callable[[_socket.socket], int], dont_wait: bool,
                     deadline: float | None = None) -> int | None:
@@ -194,19 +213,38 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
 
     def _nonblocking_twin(self) -> _socket.socket:
         """The socket object ``_send_timed`` sends through: this fd with
-        timeout 0, so CPython makes the system call at once.  Made on first
-        use and kept (a new one per send costs more than the send's own
-        Python work)."""
-        twin = getattr(self, "_twin", None)
+        timeout 0, so CPython makes the system call at once. Made on first
+        use and kept until the fd goes away (see the notes above)."""
+        twin = self._twin
         if twin is not None:
             return twin
-        with _twin_lock:  # two first sends at once make one twin
-            twin = getattr(self, "_twin", None)
+        with self._twin_lock:  # two first sends at once make one twin
+            twin = self._twin
             if twin is None:
-                twin = _Borrowed(self.family, self.type, self.proto, fileno=self.fileno())
-                twin.settimeout(0.0)
+                fd = self.fileno()
+                if fd < 0:  # closed since the caller looked
+                    raise OSError(errno.EBADF, "Bad file descriptor")
+                twin = _Borrowed(self.family, self.type, self.proto, fileno=fd)
+                twin.settimeout(0.0)  # the fd is O_NONBLOCK already (timeout set)
                 self._twin = twin
         return twin
+
+    def _drop_twin(self) -> None:
+        """Detach the twin before this socket gives up its fd."""
+        with self._twin_lock:
+            twin, self._twin = self._twin, None
+            if twin is not None:
+                twin.detach()
+
+    def _real_close(self, *args: Any) -> None:
+        # socket.close() calls this once no makefile() object uses the fd.
+        self._drop_twin()
+        super()._real_close(*args)  # type: ignore[misc]
+
+    def detach(self) -> int:
+        """``socket.detach``; the twin lets go of the fd first."""
+        self._drop_twin()
+        return super().detach()
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,  # type: ignore[override]
                 address: Any = None) -> int:

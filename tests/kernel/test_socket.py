@@ -255,6 +255,135 @@ def test_dont_wait_follows_flags_and_the_stream_info_cmsg() -> None:
                    False, False, True, False]
 
 
+@pytest.mark.parametrize("how", ["close", "detach", "exit"])
+def test_giving_up_the_fd_detaches_the_twin(how: str) -> None:
+    tx, rx = _timed_sender()
+    with rx:
+        twin = tx._twin
+        assert twin is not None and twin.fileno() == tx.fileno()
+        if how == "close":
+            tx.close()
+        elif how == "detach":
+            os.close(tx.detach())
+        else:
+            tx.__exit__(None, None, None)
+        assert twin.fileno() == -1 and tx._twin is None
+
+
+def test_twin_stays_while_a_makefile_object_keeps_the_fd() -> None:
+    # socket.close() leaves the fd open while makefile() objects use it; the
+    # twin goes with the fd, not with the first close().
+    tx, rx = _timed_sender()
+    with rx:
+        twin = tx._twin
+        assert twin is not None
+        fd = tx.fileno()
+        f = tx.makefile("wb", buffering=0)
+        tx.close()
+        assert twin.fileno() == fd and tx.fileno() == fd
+        f.close()
+        assert twin.fileno() == -1 and tx.fileno() == -1
+
+
+def test_borrowed_socket_never_closes_its_fd() -> None:
+    # The twin's class: neither close()/with nor garbage collection closes.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as owner:
+        fd = owner.fileno()
+        with ksocket._Borrowed(fileno=fd) as borrowed:
+            assert borrowed.fileno() == fd
+        assert borrowed.fileno() == -1
+        os.fstat(fd)
+        ksocket._Borrowed(fileno=fd).close()
+        os.fstat(fd)
+        dropped = ksocket._Borrowed(fileno=fd)
+        del dropped
+        gc.collect()
+        os.fstat(fd)
+        assert owner.fileno() == fd
+
+
+def test_close_during_a_timed_send_never_reaches_a_recycled_fd(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send retrying while another thread closes the socket and the number
+    is reused must fail (EBADF), not send on the new file."""
+    tx, rx = _full_unix_pair()
+    tx.settimeout(TIMEOUT)
+    retrying, go = threading.Event(), threading.Event()
+
+    def gated_writable(fd: int, wait: float) -> bool:
+        retrying.set()  # the first attempt got EAGAIN
+        go.wait(TIMEOUT)
+        return False
+
+    monkeypatch.setattr(ksocket, "_writable", gated_writable)
+    outcome: list[object] = []
+
+    def sender() -> None:
+        try:
+            outcome.append(tx.send(b"late"))
+        except OSError as exc:
+            outcome.append(exc)
+
+    th = threading.Thread(target=sender, daemon=True)
+    th.start()
+    a2, b2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fd = -1
+    try:
+        assert retrying.wait(TIMEOUT)
+        fd = tx.fileno()
+        tx.close()
+        os.dup2(a2.fileno(), fd)  # a new file under the old number
+        go.set()
+        th.join(TIMEOUT)
+        assert not th.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], OSError)
+        assert outcome[0].errno == errno.EBADF
+        b2.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b2.recv(10)  # nothing arrived through the recycled number
+    finally:
+        go.set()
+        if fd >= 0:
+            os.close(fd)
+        a2.close()
+        b2.close()
+        rx.close()
+
+
+def test_threads_sending_at_once_share_one_twin() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    tx = KernelSocket.wrap(a)
+    n_threads, per_thread = 4, 50
+    start = threading.Barrier(n_threads + 1, timeout=TIMEOUT)
+    twins: list[object] = []
+    errors: list[BaseException] = []
+
+    def sender(i: int) -> None:
+        try:
+            start.wait()
+            for j in range(per_thread):
+                assert tx.send(b"%d:%d" % (i, j)) > 0
+            twins.append(tx._twin)
+        except (AssertionError, OSError, threading.BrokenBarrierError) as exc:
+            errors.append(exc)
+
+    with tx, b:
+        tx.settimeout(TIMEOUT)
+        b.settimeout(TIMEOUT)
+        threads = [threading.Thread(target=sender, args=(i,), daemon=True)
+                   for i in range(n_threads)]
+        for th in threads:
+            th.start()
+        start.wait()
+        got = {b.recv(100) for _ in range(n_threads * per_thread)}
+        for th in threads:
+            th.join(TIMEOUT)
+        assert not errors
+        assert got == {b"%d:%d" % (i, j) for i in range(n_threads) for j in range(per_thread)}
+        assert len(twins) == n_threads and all(t is twins[0] for t in twins)
+        assert twins[0] is not None
+
+
 @pytest.mark.parametrize("timeout", [None, 0.0])
 def test_send_without_a_timeout_skips_the_timed_path(
         timeout: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
