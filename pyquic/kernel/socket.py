@@ -232,7 +232,8 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
     def _drop_twin(self) -> None:
         """Detach the twin before this socket gives up its fd."""
         with self._twin_lock:
-            twin, self._twin = self._twin, None
+            twin = getattr(self, "_twin", None)  # (set unless __init__ was bypassed)
+            self._twin = None
             if twin is not None:
                 twin.detach()
 
