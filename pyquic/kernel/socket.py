@@ -183,11 +183,10 @@ class KernelSocket(_socket.socket, QuicSocketMixin):
     def _send_timed(self, call: Callable[[_socket.socket], int], dont_wait: bool,
                     deadline: float | None = None) -> int | None:
         """Run ``call(twin)`` as described above; None if the socket has no
-        timeout (blocking or non-blocking: the stdlib path is right then) or
-        is closed."""
+        timeout (blocking or non-blocking: the stdlib path is right then)."""
         timeout = self.gettimeout()
-        if timeout is None or timeout == 0.0 or self.fileno() < 0:
-            return None  # (closed: the stdlib raises EBADF)
+        if timeout is None or timeout == 0.0:
+            return None
         if deadline is None:
             deadline = time.monotonic() + timeout
         twin = self._nonblocking_twin()
