@@ -356,8 +356,7 @@ class QuicSocket(QuicSocketMixin):
         if now is None:
             now = time.monotonic()
         if flush and self._connected:
-            if not self._closed:
-                self._flush(now)  # re-reads the timers too
+            self._flush_out(now)  # re-reads the timers too
         elif self._connected:
             self._update_readiness()
             # corked: the next flushing call, wait or I/O batch sends it; not
