@@ -280,13 +280,27 @@ def _read_until_fin(sock: Any, sid: int, deadline: float) -> bytes:
     raise CliError("no FIN from the server")  # pragma: no cover
 
 
+def _send_all(sock: Any, sid: int, data: bytes) -> None:
+    """send_stream until all of ``data`` is queued: a socket with a timeout
+    may take part of it when the send buffer fills (the kernel's sendmsg
+    returns what it copied)."""
+    view = memoryview(data)
+    sent = sock.send_stream(sid, view)
+    for _ in range(len(view)):  # each call takes at least a byte
+        if sent >= len(view):
+            return
+        sent += sock.send_stream(sid, view[sent:])
+    if sent < len(view):
+        raise CliError(f"sent {sent} of {len(view)} bytes: the stream took no more")
+
+
 def _client_throughput(sock: Any, args: argparse.Namespace, deadline: float) -> None:
     sid = sock.open_stream()
     payload = os.urandom(args.msg_len)
     total = args.total
     progress = Progress("perf client", enabled=not args.quiet)
     start = time.monotonic()
-    sock.send_stream(sid, MAGIC + b" throughput\n")
+    _send_all(sock, sid, MAGIC + b" throughput\n")
     sent = 0
     view = memoryview(payload)
     while sent < total:
@@ -313,13 +327,13 @@ def _client_throughput(sock: Any, args: argparse.Namespace, deadline: float) -> 
 def _client_rr(sock: Any, args: argparse.Namespace, deadline: float) -> None:
     sid = sock.open_stream()
     req = os.urandom(args.req_len)
-    sock.send_stream(sid, MAGIC + b" rr %d %d\n" % (args.req_len, args.rsp_len))
+    _send_all(sock, sid, MAGIC + b" rr %d %d\n" % (args.req_len, args.rsp_len))
     progress = Progress("perf client", enabled=not args.quiet)
     lat: list[float] = []
     start = time.monotonic()
     for i in range(args.requests):
         t = time.monotonic()
-        sock.send_stream(sid, req)
+        _send_all(sock, sid, req)
         got = 0
         while got < args.rsp_len:
             msg = common.recv_message(sock, deadline, f"response {i + 1}")

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from pyquic.cli.perf import parse_size
+from pyquic.cli.common import CliError
+from pyquic.cli.perf import _send_all, parse_size
 from tests.cli.support import free_udp_port, run_cli
 
 
@@ -98,3 +99,33 @@ def test_perf_kernel_backend_unavailable_is_one_line() -> None:
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
         "pyquic perf client: error: cannot create a QUIC socket on the kernel backend: ")
+
+
+class _PartialSock:
+    """send_stream takes at most ``step`` bytes per call (a full send buffer)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.got = bytearray()
+        self.calls = 0
+
+    def send_stream(self, sid: int, data: memoryview) -> int:
+        self.calls += 1
+        n = min(self.step, len(data))
+        self.got += data[:n]
+        return n
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 10_000])
+def test_send_all_completes_partial_sends(step: int) -> None:
+    data = bytes(range(256)) * 20
+    sock = _PartialSock(step)
+    _send_all(sock, 4, data)
+    assert bytes(sock.got) == data
+    assert sock.calls == -(-len(data) // step)
+
+
+def test_send_all_reports_a_stream_that_takes_nothing() -> None:
+    sock = _PartialSock(0)
+    with pytest.raises(CliError, match="sent 0 of 5 bytes"):
+        _send_all(sock, 4, b"hello")
