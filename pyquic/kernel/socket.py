@@ -41,6 +41,7 @@ from typing import Any
 
 from pyquic.abi import libc as _libc
 from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, CmsgType, StreamFlag
+from pyquic.abi.structs import StreamInfo
 from pyquic.kernel.typed import QuicSocketMixin
 
 __all__ = ["IPPROTO_QUIC", "SOL_QUIC", "KernelSocket"]
@@ -52,7 +53,7 @@ _MAX_BACKOFF = 0.02
 _MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)  # (an IntFlag: its & runs Python code)
 _STREAM_INFO = int(CmsgType.STREAM_INFO)
 _STREAM_DONTWAIT = int(StreamFlag.DONTWAIT)
-_STREAM_FLAGS = struct.Struct("=8xI4x")  # struct quic_stream_info: s64 stream_id, u32 flags
+_STREAM_INFO_LAYOUT = struct.Struct(StreamInfo.FORMAT)  # (stream_id, stream_flags)
 
 
 class _Borrowed(_socket.socket):
@@ -316,8 +317,8 @@ def _dont_wait(flags: int, ancdata: Any) -> bool:
                 # (the kernel copies the bytes there are over a zeroed
                 # struct, quic_copy_common; pyquic always packs 16).
                 raw = data if type(data) is bytes else bytes(data)
-                if len(raw) >= 16:  # sizeof(struct quic_stream_info)
-                    stream_flags = _STREAM_FLAGS.unpack_from(raw)[0]
+                if len(raw) >= StreamInfo.SIZE:
+                    stream_flags = _STREAM_INFO_LAYOUT.unpack_from(raw)[1]
     return bool(stream_flags & _STREAM_DONTWAIT)
 
 
