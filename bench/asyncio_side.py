@@ -105,6 +105,10 @@ def _make_protocol_class(pkg: _Pkg, args: SideArgs, is_client: bool) -> type:
             quic = self._quic
             if metric == "rr":
                 buf = self.buf
+                if not buf and len(data) == RR_SIZE:  # the usual request: echoed as it came
+                    quic.send_stream_data(sid, data, False)
+                    self.transmit()
+                    return
                 buf += data
                 n = len(buf) - len(buf) % RR_SIZE
                 if n:

@@ -62,6 +62,7 @@ PROBE_INTERVAL_US = 5_000_000  # the kernel's minimum plpmtud_probe_interval
 _SINFO = struct.Struct("=qI")  # struct quic_stream_info: stream_id, stream_flags
 FIN = int(abi.StreamFlag.FIN)
 NEW = int(abi.StreamFlag.NEW)
+STREAM_INFO = int(abi.CmsgType.STREAM_INFO)
 
 
 def _new_socket(args: SideArgs) -> Any:
@@ -83,7 +84,7 @@ def _recv(sock: Any) -> tuple[bytes, int]:
     data, anc, _mflags, _addr = sock.recvmsg(RECV_SIZE, STREAM_INFO_CMSG_SPACE)
     sflags = 0
     for level, ctype, cdata in anc:
-        if level == SOL_QUIC and ctype == abi.CmsgType.STREAM_INFO and len(cdata) >= _SINFO.size:
+        if level == SOL_QUIC and ctype == STREAM_INFO and len(cdata) >= _SINFO.size:
             sflags = _SINFO.unpack_from(cdata)[1]
     return data, sflags
 
@@ -107,14 +108,18 @@ def _serve_bulk(conn: Any) -> None:
 
 def _serve_rr(conn: Any) -> None:
     buf = bytearray()
+    cmsg = [stream_info_cmsg(0, 0)]  # the same for every reply, as a C program's
     while True:
         data, fin = _recv(conn)
         if not data and fin:
             return
+        if not buf and len(data) == RR_SIZE:
+            conn.sendmsg([data], cmsg)  # the usual request: echoed as it came
+            continue
         buf += data
         n = len(buf) - len(buf) % RR_SIZE
         if n:
-            conn.sendmsg([bytes(buf[:n])], [stream_info_cmsg(0, 0)])
+            conn.sendmsg([bytes(buf[:n])], cmsg)
             del buf[:n]
 
 
@@ -228,10 +233,10 @@ def _client(args: SideArgs) -> dict[str, Any]:
             return res
         msg = bytes(RR_SIZE)
         sw = Stopwatch(args.server_pid)
-        flags = NEW
+        cmsg, rest = [stream_info_cmsg(0, NEW)], [stream_info_cmsg(0, 0)]
         for _ in range(args.count):
-            s.sendmsg([msg], [stream_info_cmsg(0, flags)])
-            flags = 0
+            s.sendmsg([msg], cmsg)
+            cmsg = rest
             got = 0
             while got < RR_SIZE:
                 data, _f = _recv(s)

@@ -318,7 +318,11 @@ def server_handshake(sock: Any, peer: tuple[Any, ...], certfile: str | None,
 
 
 def wait_readable(sock: Any, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``sock.fileno()`` to become readable."""
+    """Wait up to ``timeout`` seconds for ``sock`` to become readable (the user
+    backend's ``wait_readable``, else ``poll`` on ``sock.fileno()``)."""
+    wait = getattr(sock, "wait_readable", None)
+    if wait is not None:
+        return bool(wait(max(0.0, timeout)))
     fd = sock.fileno()
     if fd < 0:
         return True
@@ -327,11 +331,15 @@ def wait_readable(sock: Any, timeout: float) -> bool:
     return bool(p.poll(max(0, int(timeout * 1000))))
 
 
-def recv_message(sock: Any, deadline: float, what: str = "data") -> Any:
+def recv_message(sock: Any, deadline: float, what: str = "data", wait_first: bool = False) -> Any:
     """Next QuicMessage, waiting until the monotonic ``deadline`` (CliError on timeout).
 
     Returns None when the connection is closed (ENOTCONN/ECONNRESET/EPIPE).
+    ``wait_first``: nothing is expected yet (e.g. right after a request), so
+    wait for readability before the first read instead of after a failed one.
     """
+    if wait_first:
+        wait_readable(sock, min(max(deadline - time.monotonic(), 0.0), 0.5))
     for _ in range(10_000_000):
         try:
             return sock.recv_message(65536, socket.MSG_DONTWAIT)
@@ -479,10 +487,12 @@ def run_loop(sock: Any, writer: StreamWriter | None, on_message: Any, done: Any,
         progressed = bool(tick()) if tick is not None else False
         if writer is not None and writer.flush():
             progressed = True
+        drained = False
         for _ in range(256):
             try:
                 msg = sock.recv_message(65536, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
+                drained = True
                 break
             except OSError as exc:
                 if exc.errno in (errno.ENOTCONN, errno.ECONNRESET, errno.EPIPE):
@@ -495,8 +505,14 @@ def run_loop(sock: Any, writer: StreamWriter | None, on_message: Any, done: Any,
             on_message(msg)
             if done():
                 return True
+            if writer is not None and writer.busy:
+                writer.flush()  # the answer leaves now: a request/response peer waits for it
         if progressed:
-            continue
+            if not drained or tick is not None or (writer is not None and writer.busy):
+                continue  # more to read, to tick or to write: go round at once
+            if done():
+                return True
+            # read dry and everything written: wait (at once if more arrived)
         left = deadline - time.monotonic()
         if left <= 0:
             raise CliError(f"timed out waiting for {what}")

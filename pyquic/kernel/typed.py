@@ -26,6 +26,7 @@ from typing import Any, Protocol, cast
 from pyquic.abi.cmsg import STREAM_INFO_CMSG_SPACE, parse_ancdata, stream_info_cmsg
 from pyquic.abi.constants import (
     SOL_QUIC,
+    CmsgType,
     CryptoLevel,
     EventType,
     MsgFlag,
@@ -64,6 +65,15 @@ TOKEN_BUFSIZE = 256  # a NEW_TOKEN token the kernel issues fits easily
 # Receive buffer of recv_message(): a handshake flight or a large stream read.
 DEFAULT_RECV_SIZE = 65536
 
+# plain ints for the per-message flag tests (IntFlag arithmetic costs a
+# microsecond or more per operation, on every message of a transfer)
+_NOTIFICATION = int(MsgFlag.NOTIFICATION)
+_DATAGRAM = int(MsgFlag.DATAGRAM)
+_NOT_STREAM = _NOTIFICATION | _DATAGRAM
+_FIN = int(StreamFlag.FIN)
+_STREAM_INFO = int(CmsgType.STREAM_INFO)
+_SINFO = struct.Struct(StreamInfo.FORMAT)
+
 
 class RawQuicSocket(Protocol):
     """The standard-library socket calls the helpers need."""
@@ -101,19 +111,19 @@ class QuicMessage:
     @property
     def fin(self) -> bool:
         """True when this read ends its stream (cmsg flag, or msg_flags when truncated)."""
-        if self.msg_flags & (MsgFlag.NOTIFICATION | MsgFlag.DATAGRAM) or self.level is not None:
+        if self.msg_flags & _NOT_STREAM or self.level is not None:
             return False
-        return bool((self.stream_flags | self.msg_flags) & StreamFlag.FIN)
+        return bool((self.stream_flags | self.msg_flags) & _FIN)
 
     @property
     def is_datagram(self) -> bool:
         """True for an unreliable datagram (RFC 9221)."""
-        return bool(self.msg_flags & MsgFlag.DATAGRAM)
+        return bool(self.msg_flags & _DATAGRAM)
 
     @property
     def is_event(self) -> bool:
         """True for a notification (an event)."""
-        return bool(self.msg_flags & MsgFlag.NOTIFICATION)
+        return bool(self.msg_flags & _NOTIFICATION)
 
 
 def normalize_alpns(alpns: str | bytes | Sequence[str | bytes]) -> bytes:
@@ -229,13 +239,19 @@ class QuicSocketMixin:
         """
         data, ancdata, msg_flags, _addr = self._raw().recvmsg(
             bufsize, STREAM_INFO_CMSG_SPACE, flags)
+        if len(ancdata) == 1 and not msg_flags & _NOT_STREAM:
+            level, ctype, cdata = ancdata[0]
+            if level == SOL_QUIC and ctype == _STREAM_INFO and len(cdata) >= _SINFO.size:
+                # stream data, the usual message: what parse_ancdata gives, directly
+                sid, sflags = _SINFO.unpack_from(cdata)
+                return QuicMessage(data, msg_flags, sid, sflags)
         sinfo, hinfo = parse_ancdata(ancdata)
         msg = QuicMessage(data, msg_flags)
-        if msg_flags & MsgFlag.NOTIFICATION:
+        if msg_flags & _NOTIFICATION:
             msg.event = decode_event(data)
         elif hinfo is not None:
             msg.level = CryptoLevel(hinfo.crypto_level)
-        elif sinfo is not None and not msg_flags & MsgFlag.DATAGRAM:
+        elif sinfo is not None and not msg_flags & _DATAGRAM:
             msg.stream_id = sinfo.stream_id
             msg.stream_flags = sinfo.stream_flags
         return msg

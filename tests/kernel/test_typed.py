@@ -226,3 +226,33 @@ def test_normalize_alpns_rejects(bad: Any) -> None:
 def test_quic_message_properties() -> None:
     assert QuicMessage(b"", int(MsgFlag.DATAGRAM)).is_datagram
     assert not QuicMessage(b"", int(MsgFlag.NOTIFICATION | StreamFlag.FIN)).fin
+
+
+@pytest.mark.parametrize(
+    ("anc", "msg_flags", "want"),
+    [
+        # the usual stream read (the fast path)
+        ([(SOL_QUIC, int(CmsgType.STREAM_INFO), StreamInfo(5, int(StreamFlag.FIN)).pack())],
+         0, (5, int(StreamFlag.FIN), True)),
+        # a short cmsg is copied over the kernel's defaults (stream id -1, flags 0)
+        ([(SOL_QUIC, int(CmsgType.STREAM_INFO), struct.pack("=q", 9)[:4])], 0,
+         (struct.unpack("=q", struct.pack("=q", 9)[:4] + struct.pack("=q", -1)[4:])[0], 0,
+          False)),
+        # STREAM_INFO on a datagram is not stream data
+        ([(SOL_QUIC, int(CmsgType.STREAM_INFO), StreamInfo(5, 0).pack())],
+         int(MsgFlag.DATAGRAM), (None, 0, False)),
+        # another level's cmsg is skipped
+        ([(socket.SOL_SOCKET, int(CmsgType.STREAM_INFO), StreamInfo(5, 0).pack())],
+         0, (None, 0, False)),
+        # two cmsgs: the last STREAM_INFO wins
+        ([(SOL_QUIC, int(CmsgType.STREAM_INFO), StreamInfo(5, 0).pack()),
+          (SOL_QUIC, int(CmsgType.STREAM_INFO), StreamInfo(7, 0).pack())], 0, (7, 0, False)),
+    ],
+)
+def test_recv_message_stream_info_variants(anc: list[tuple[int, int, bytes]], msg_flags: int,
+                                           want: tuple[int | None, int, bool]) -> None:
+    s = FakeSocket()
+    s.recv_answers.append((b"d", anc, msg_flags, None))
+    m = s.recv_message()
+    assert (m.stream_id, m.stream_flags, m.fin) == want
+    assert type(m.stream_flags) is int
