@@ -487,7 +487,7 @@ def run_loop(sock: Any, writer: StreamWriter | None, on_message: Any, done: Any,
         progressed = bool(tick()) if tick is not None else False
         if writer is not None and writer.flush():
             progressed = True
-        drained = False
+        drained = False  # the last read found nothing, or an answer went out
         for _ in range(256):
             try:
                 msg = sock.recv_message(65536, socket.MSG_DONTWAIT)
@@ -506,13 +506,18 @@ def run_loop(sock: Any, writer: StreamWriter | None, on_message: Any, done: Any,
             if done():
                 return True
             if writer is not None and writer.busy:
-                writer.flush()  # the answer leaves now: a request/response peer waits for it
+                # the answer leaves now (a request/response peer waits for it);
+                # then wait instead of reading again: a request seldom has
+                # another behind it, and the wait returns at once if it has
+                writer.flush()
+                drained = True
+                break
         if progressed:
             if not drained or tick is not None or (writer is not None and writer.busy):
                 continue  # more to read, to tick or to write: go round at once
             if done():
                 return True
-            # read dry and everything written: wait (at once if more arrived)
+            # nothing left to read or write: wait (at once if more arrived)
         left = deadline - time.monotonic()
         if left <= 0:
             raise CliError(f"timed out waiting for {what}")

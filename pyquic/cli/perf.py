@@ -336,7 +336,7 @@ def _client_rr(sock: Any, args: argparse.Namespace, deadline: float) -> None:
         _send_all(sock, sid, req)
         got = 0
         while got < args.rsp_len:
-            msg = common.recv_message(sock, deadline, f"response {i + 1}", wait_first=not got)
+            msg = common.recv_message(sock, deadline, "a response", wait_first=not got)
             if msg is None or msg.fin:
                 raise CliError(f"the server ended the stream at request {i + 1}")
             if msg.stream_id == sid:

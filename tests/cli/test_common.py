@@ -149,7 +149,8 @@ def _stream_msg(data: bytes) -> Any:
 
 def test_run_loop_answers_before_reading_on_and_waits_once_dry() -> None:
     # a request/response peer waits for each answer: it leaves before the
-    # next read, and a dry socket with nothing queued is waited on, not re-read
+    # next read, then the loop waits (at once if more came) rather than read
+    # again, and a dry socket with nothing queued is waited on, not re-read
     sock = ScriptedSocket([_stream_msg(b"q1"), _stream_msg(b"q2")])
     w = StreamWriter(sock)
     answered: list[bytes] = []
@@ -158,10 +159,10 @@ def test_run_loop_answers_before_reading_on_and_waits_once_dry() -> None:
         answered.append(msg.data)
         w.queue(0, b"a" + msg.data, fin=False)
 
-    assert common.run_loop(sock, w, on_message, lambda: len(sock.events) >= 7,
+    assert common.run_loop(sock, w, on_message, lambda: len(sock.events) >= 8,
                            deadline=10**9, what="test")
-    assert sock.events[:7] == ["recv", "send", "recv", "send", "recv:EAGAIN", "wait",
-                               "recv:EAGAIN"]
+    assert sock.events[:8] == ["recv", "send", "wait", "recv", "send", "wait", "recv:EAGAIN",
+                               "wait"]
     assert answered == [b"q1", b"q2"]
     assert [d for _sid, d, _fin in sock.log] == [b"aq1", b"aq2"]
 

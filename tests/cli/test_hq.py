@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pyquic.cli.hq import _download_path, _safe_path
+from pyquic.cli.hq import _download_path, _handshake_timeout, _safe_path
 from tests.cli.support import free_udp_port, run_cli
 from tests.cli.support import sha256 as sha
 from tests.netproxy import LinkConfig, NetProxy
@@ -127,6 +127,18 @@ def test_paths_stay_inside_their_roots(tmp_path: Path) -> None:
 
     with pytest.raises(CliError):
         _download_path(root, "/../../z")
+
+
+@pytest.mark.parametrize(("testcase", "timeout", "want"), [
+    ("transfer", 300.0, 15.0),  # a missing server is reported soon
+    ("handshakeloss", 300.0, 60.0),  # lost flights need more PTO rounds
+    ("transfercorruption", 300.0, 60.0),
+    ("handshakeloss", 5.0, 5.0),  # never beyond --timeout
+])
+def test_handshake_time_limit(testcase: str, timeout: float, want: float) -> None:
+    import argparse
+
+    assert _handshake_timeout(argparse.Namespace(testcase=testcase, timeout=timeout)) == want
 
 
 @pytest.mark.parametrize(("testcase", "loss", "nfiles", "size"), [
