@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
 from collections.abc import Iterable
 
 from pyquic.abi.constants import SOL_QUIC, CmsgType
@@ -20,9 +21,17 @@ HANDSHAKE_INFO_CMSG_SPACE: int = socket.CMSG_SPACE(HandshakeInfo.SIZE)
 _STREAM_INFO_DEFAULT = StreamInfo(-1, 0).pack()
 
 
+_STREAM_INFO = CmsgType.STREAM_INFO
+_pack_stream_info = StreamInfo._struct.pack
+
+
 def stream_info_cmsg(stream_id: int, flags: int) -> tuple[int, int, bytes]:
     """Return the QUIC_STREAM_INFO cmsg for ``sendmsg``."""
-    return (SOL_QUIC, CmsgType.STREAM_INFO, StreamInfo(stream_id, flags).pack())
+    try:
+        data = _pack_stream_info(stream_id, flags)  # once per send: no dataclass
+    except struct.error:
+        data = StreamInfo(stream_id, flags).pack()  # raises, naming the field
+    return (SOL_QUIC, _STREAM_INFO, data)
 
 
 def handshake_info_cmsg(level: int) -> tuple[int, int, bytes]:

@@ -23,7 +23,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-from pyquic.abi.cmsg import STREAM_INFO_CMSG_SPACE, parse_ancdata
+from pyquic.abi.cmsg import STREAM_INFO_CMSG_SPACE, parse_ancdata, stream_info_cmsg
 from pyquic.abi.constants import (
     SOL_QUIC,
     CmsgType,
@@ -224,8 +224,7 @@ class QuicSocketMixin:
         DONTWAIT, SNDBLOCK); ``fin`` adds FIN. Returns the bytes accepted.
         """
         sflags = int(flags) | _FIN if fin else int(flags)
-        return self._raw().sendmsg([data], [(SOL_QUIC, _STREAM_INFO,
-                                             _SINFO.pack(stream_id, sflags))], msg_flags)
+        return self._raw().sendmsg([data], [stream_info_cmsg(stream_id, sflags)], msg_flags)
 
     def send_datagram(self, data: bytes | bytearray | memoryview, msg_flags: int = 0) -> int:
         """Send one unreliable datagram (RFC 9221) with MSG_QUIC_DATAGRAM."""
