@@ -502,13 +502,15 @@ def run_loop(sock: Any, writer: StreamWriter | None, on_message: Any, done: Any,
                     and msg.level is None):
                 return bool(done())  # a 0-byte read without cmsg: the connection ended
             progressed = True
+            idle = writer is not None and not writer.busy
             on_message(msg)
             if done():
                 return True
-            if writer is not None and writer.busy:
+            if idle and writer is not None and writer.busy:
                 # the answer leaves now (a request/response peer waits for it);
                 # then wait instead of reading again: a request seldom has
-                # another behind it, and the wait returns at once if it has
+                # another behind it, and the wait returns at once if it has.
+                # (With a backlog queued, reading goes on: the turn flushes.)
                 writer.flush()
                 drained = True
                 break

@@ -167,6 +167,24 @@ def test_run_loop_answers_before_reading_on_and_waits_once_dry() -> None:
     assert [d for _sid, d, _fin in sock.log] == [b"aq1", b"aq2"]
 
 
+def test_run_loop_reads_on_while_a_backlog_is_queued() -> None:
+    # answers queued behind a blocked one are not flushed per message read
+    # (each flush would try every queued stream again): reading goes on
+    sock = ScriptedSocket([_stream_msg(b"q1"), _stream_msg(b"q2"), _stream_msg(b"q3")])
+    sock.budget = 0  # the first answer is stuck in the writer
+    w = StreamWriter(sock)
+    w.queue(4, b"stuck", fin=False)
+
+    def on_message(msg: Any) -> None:
+        w.queue(0, msg.data, fin=False)
+
+    assert common.run_loop(sock, w, on_message, lambda: "wait" in sock.events,
+                           deadline=10**9, what="test")
+    # a flush per turn of the loop (each tries every queued stream once), none per read
+    assert sock.events == ["send", "recv", "recv", "recv", "recv:EAGAIN", "send", "send",
+                           "recv:EAGAIN", "wait"]
+
+
 def test_run_loop_goes_round_while_the_writer_is_busy() -> None:
     # the answer does not fit the send buffer: the loop keeps flushing (room
     # comes back while it waits) until all of it left, in order
