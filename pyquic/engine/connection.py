@@ -2199,6 +2199,20 @@ class QuicConnection:
         self._queue_flow_updates()  # _prepare_output, _rx_dirty being cleared
         if self.paths.pending_responses:
             self._queue_path_responses()
+        outq = self.outq
+        if self.state is _ESTABLISHED and len(self.streams._pending_send) == 1 \
+                and not (outq.dgrams or outq.probes[APP] or outq.ctrl[APP] or self._pmtu_pending
+                         or self._path_responses or self._probe_out) and outq._fast_ok(self):
+            # a request or reply: what build_datagrams' first step builds, and
+            # everything below would then add nothing to it
+            paths = self.paths
+            d = outq._build_small(self, now, paths.max_datagram_size())
+            if d is not None:
+                if self._ku_hold and self._ku_sent_at is None:
+                    self._ku_sent_at = now
+                self._timers_stale = True
+                active = paths.paths[0]
+                return [(d, active.remote, active.local)]
         if self.state is _ESTABLISHED and self._nothing_to_send(now):
             self._timers_stale = True
             return []

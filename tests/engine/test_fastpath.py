@@ -167,18 +167,23 @@ def test_empty_flush_returns_nothing_without_packing(monkeypatch: pytest.MonkeyP
     sim = _established()
     cli = sim.client
     calls = []
-    orig = OutQueue.build_datagrams
+    orig_build, orig_small = OutQueue.build_datagrams, OutQueue._build_small
 
     def build(self: OutQueue, *a: Any) -> Any:
-        calls.append(1)
-        return orig(self, *a)
+        calls.append("build_datagrams")
+        return orig_build(self, *a)
+
+    def small(self: OutQueue, *a: Any) -> Any:
+        calls.append("_build_small")
+        return orig_small(self, *a)
 
     monkeypatch.setattr(OutQueue, "build_datagrams", build)
+    monkeypatch.setattr(OutQueue, "_build_small", small)
     assert cli.datagrams_to_send(sim.now) == []
     assert calls == []
     cli.send_stream(0, b"x", NEW, True)
     assert len(cli.datagrams_to_send(sim.now)) == 1
-    assert calls == [1]
+    assert calls == ["_build_small"]  # a request: packed at once, without the general packer
 
 
 def test_peer_reset_with_62_bit_code_masks_the_event_code() -> None:
@@ -463,3 +468,77 @@ def test_fast_send_matches_the_general_send(case: str,
     assert results[0] == results[1]
     if case in ("fits", "opened"):
         assert results[0][0] == 100
+
+
+@pytest.mark.parametrize("case", ["plain", "ack_due", "ctrl_queued", "window_full",
+                                  "back_to_back"])
+def test_request_lane_matches_the_general_packer(case: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_collect`` packs a lone request or reply with ``_build_small`` itself;
+    the datagrams, the packets recorded as sent and the timers are what the
+    general packer (``build_datagrams``) gives, also where the lane must step
+    aside (a control frame queued, the congestion window full)."""
+    runs = []
+    orig_build, orig_small = OutQueue.build_datagrams, OutQueue._build_small
+    for lane in (True, False):
+        sim = _established()
+        cli, srv = sim.client, sim.server
+        assert srv is not None
+        now = sim.now
+        inside = [False]
+        hits: list[int] = []
+
+        def build(self: OutQueue, *a: Any, inside: list[bool] = inside) -> Any:
+            inside[0] = True
+            try:
+                return orig_build(self, *a)
+            finally:
+                inside[0] = False
+
+        def small(self: OutQueue, *a: Any, lane: bool = lane, inside: list[bool] = inside,
+                  hits: list[int] = hits) -> Any:
+            if not inside[0]:
+                if not lane:
+                    return None  # lane off: as if it declined, the general packer packs
+                hits.append(1)
+            return orig_small(self, *a)
+
+        monkeypatch.setattr(OutQueue, "build_datagrams", build)
+        monkeypatch.setattr(OutQueue, "_build_small", small)
+        trace: list[Any] = []
+        for i in range(4):
+            if case == "ack_due":
+                srv.spaces[APP].ack_needed = True  # the lane takes the ACK along
+            elif case == "ctrl_queued" and i == 1:
+                cli.outq.push_ctrl(APP, fr.MaxDataFrame(cli.streams.recv_max_data + 1000))
+            elif case == "window_full" and i == 2:
+                cli.cc.congestion_window = cli.cc.bytes_in_flight + 100
+            cli.send_stream(0, bytes([i]) * 64, NEW if i == 0 else 0, True)
+            early: list[bytes] = []
+            if case == "back_to_back":  # a second request before any answer
+                early = [item[0] for item in cli.datagrams_to_send(now)]
+                trace.append((len(early), cli.next_timer()))
+                now += 0.0005
+                cli.send_stream(0, bytes([i]) * 64, 0, True)
+            for sender, receiver, src, dst in ((cli, srv, CLIENT_ADDR, SERVER_ADDR),
+                                               (srv, cli, SERVER_ADDR, CLIENT_ADDR)):
+                out = [item[0] for item in sender.datagrams_to_send(now)]
+                if sender is cli:
+                    out = early + out
+                sent = sender.spaces[APP].sent
+                trace.append(([len(d) for d in out],
+                              [(p.pn, p.size, p.ack_eliciting, p.in_flight, p.frames)
+                               for p in sent.values()],
+                              sender.next_timer(), sender.cc.bytes_in_flight))
+                for d in out:
+                    receiver.receive_datagram(d, src, dst, now)
+                if sender is cli:
+                    data = _read_all(srv)
+                    if data:
+                        srv.send_stream(0, data, 0, True)
+                else:
+                    _read_all(cli)
+            now += 0.001
+        runs.append(trace)
+        assert bool(hits) == lane  # the lane packed (or, off, never did)
+    assert runs[0] == runs[1]
