@@ -24,6 +24,11 @@ _STREAM_INFO_DEFAULT = StreamInfo(-1, 0).pack()
 _STREAM_INFO = CmsgType.STREAM_INFO
 _pack_stream_info = StreamInfo._struct.pack
 
+#: ``unpack_stream_info(data)``: (stream_id, stream_flags) of a whole
+#: QUIC_STREAM_INFO payload (at least ``StreamInfo.SIZE`` bytes; extra bytes
+#: ignored), without the dataclass: for the per-message paths.
+unpack_stream_info = StreamInfo._struct.unpack_from
+
 
 def stream_info_cmsg(stream_id: int, flags: int) -> tuple[int, int, bytes]:
     """Return the QUIC_STREAM_INFO cmsg for ``sendmsg``."""

@@ -33,13 +33,13 @@ import functools
 import math
 import select
 import socket as _socket
-import struct
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pyquic.abi import libc as _libc
+from pyquic.abi.cmsg import unpack_stream_info
 from pyquic.abi.constants import IPPROTO_QUIC, SOL_QUIC, CmsgType, StreamFlag
 from pyquic.abi.structs import StreamInfo
 from pyquic.kernel.typed import QuicSocketMixin
@@ -53,7 +53,6 @@ _MAX_BACKOFF = 0.02
 _MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)  # (an IntFlag: its & runs Python code)
 _STREAM_INFO = int(CmsgType.STREAM_INFO)
 _STREAM_DONTWAIT = int(StreamFlag.DONTWAIT)
-_STREAM_INFO_LAYOUT = struct.Struct(StreamInfo.FORMAT)  # (stream_id, stream_flags)
 
 
 class _Borrowed(_socket.socket):
@@ -318,7 +317,7 @@ def _dont_wait(flags: int, ancdata: Any) -> bool:
                 # struct, quic_copy_common; pyquic always packs 16).
                 raw = data if type(data) is bytes else bytes(data)
                 if len(raw) >= StreamInfo.SIZE:
-                    stream_flags = _STREAM_INFO_LAYOUT.unpack_from(raw)[1]
+                    stream_flags = unpack_stream_info(raw)[1]
     return bool(stream_flags & _STREAM_DONTWAIT)
 
 

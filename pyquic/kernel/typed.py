@@ -23,7 +23,12 @@ import struct
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-from pyquic.abi.cmsg import STREAM_INFO_CMSG_SPACE, parse_ancdata, stream_info_cmsg
+from pyquic.abi.cmsg import (
+    STREAM_INFO_CMSG_SPACE,
+    parse_ancdata,
+    stream_info_cmsg,
+    unpack_stream_info,
+)
 from pyquic.abi.constants import (
     SOL_QUIC,
     CmsgType,
@@ -72,7 +77,6 @@ _DATAGRAM = int(MsgFlag.DATAGRAM)
 _NOT_STREAM = _NOTIFICATION | _DATAGRAM
 _FIN = int(StreamFlag.FIN)
 _STREAM_INFO = int(CmsgType.STREAM_INFO)
-_SINFO = struct.Struct(StreamInfo.FORMAT)
 
 
 class RawQuicSocket(Protocol):
@@ -240,9 +244,9 @@ class QuicSocketMixin:
             bufsize, STREAM_INFO_CMSG_SPACE, flags)
         if len(ancdata) == 1 and not msg_flags & _NOT_STREAM:
             level, ctype, cdata = ancdata[0]
-            if level == SOL_QUIC and ctype == _STREAM_INFO and len(cdata) >= _SINFO.size:
+            if level == SOL_QUIC and ctype == _STREAM_INFO and len(cdata) >= StreamInfo.SIZE:
                 # stream data, the usual message: what parse_ancdata gives, directly
-                sid, sflags = _SINFO.unpack_from(cdata)
+                sid, sflags = unpack_stream_info(cdata)
                 return QuicMessage(data, msg_flags, sid, sflags)
         sinfo, hinfo = parse_ancdata(ancdata)
         msg = QuicMessage(data, msg_flags)
