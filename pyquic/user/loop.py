@@ -20,7 +20,9 @@ Leader/follower (so a blocked receiver needs no wake-up from another thread):
 an application thread that blocks in a socket call (recvmsg, accept,
 wait_readable, a full send buffer) polls the shared selector itself, as the
 *leader* (:meth:`IOLoop.lead`): it receives, runs the engine and the timers,
-flushes, and returns as soon as its own socket was signalled. Meanwhile the
+flushes, and returns as soon as its own socket was signalled. Before it sleeps
+in the selector it busy-polls it for up to ``busy_poll`` seconds (adaptive, see
+:meth:`IOLoop._leader_select`; :data:`BUSY_POLL_ENV`). Meanwhile the
 I/O thread is *parked* (sleeps on a condition, not in select). Only one
 thread polls at a time (``_leader``, the runner's ``parked`` flag, both under
 the lock). A thread that blocks while another polls is a *follower*: it waits
@@ -63,7 +65,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["LOOP", "Client", "IOLoop", "Reader", "Readiness", "Wakeable"]
+__all__ = ["BUSY_POLL_ENV", "LOOP", "Client", "IOLoop", "Reader", "Readiness", "Wakeable",
+           "busy_poll_from_env"]
 
 _log = logging.getLogger("pyquic.user")
 
@@ -80,6 +83,35 @@ _PARK = 0.02
 #: the longest park sleep while one leader keeps polling (a leader that led
 #: longer than _PARK wakes the I/O thread when it leaves)
 _PARK_MAX = 0.25
+
+#: environment variable: a leader's busy-poll window in microseconds (0: off)
+BUSY_POLL_ENV = "PYQUIC_BUSY_POLL"
+_BUSY_POLL_DEFAULT_US = 50
+#: busy polls that found nothing in a row make the next 0, 1, 3 ... waits skip
+#: it (doubling up to this bound; one that found something resets it)
+_BUSY_POLL_BACKOFF_MAX = 256
+
+
+def busy_poll_from_env() -> float:
+    """The busy-poll window in seconds from :data:`BUSY_POLL_ENV`
+    (microseconds, default 50; 0 turns it off); ValueError if malformed."""
+    raw = os.environ.get(BUSY_POLL_ENV, "").strip()
+    if not raw:
+        return _BUSY_POLL_DEFAULT_US * 1e-6
+    try:
+        usec = float(raw)
+    except ValueError:
+        usec = -1.0
+    if not 0 <= usec <= 1e6:
+        raise ValueError(f"{BUSY_POLL_ENV}={raw!r}: expected microseconds, 0 to 1000000")
+    return usec * 1e-6
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 class Reader(Protocol):
@@ -397,6 +429,11 @@ class IOLoop:
         self._lead_epoch = 0
         self._last_poll = 0.0  # when a leader or poll_now last polled
         self._followers: dict[Any, int] = {}  # waiting objects (with a _cond) -> threads
+        #: seconds a leader polls without sleeping before it sleeps in the
+        #: selector (0: never); see :meth:`_leader_select`
+        self.busy_poll = busy_poll_from_env() if _cpus() > 1 else 0.0
+        self._spin_skip = 0  # blocking waits left before the next busy poll
+        self._spin_backoff = 0
 
     # -- registration (call with the lock held) --------------------------------
     def _ensure(self) -> _Runner:
@@ -570,7 +607,7 @@ class IOLoop:
                 self._polling = True
                 saved = lock._release_save()  # the lock may be held recursively
                 try:
-                    events = runner.selector.select(timeout)
+                    events = self._leader_select(runner.selector, timeout)
                 except OSError:  # pragma: no cover - fd closed under us
                     events = []
                 finally:
@@ -588,6 +625,43 @@ class IOLoop:
             if not runner.stopped:
                 self._hand_over()
         return True
+
+    def _leader_select(self, selector: _Poller, timeout: float | None) -> list[tuple[int, Any]]:
+        """The leader's wait (lock released): poll without sleeping for up to
+        ``busy_poll`` seconds, then sleep in the selector.  A request/response
+        peer usually answers within tens of microseconds; sleeping then costs
+        more than the wait (the idle CPU's wake-up, and the peer's send waking
+        a sleeper), and burns as much CPU.  Adaptive, like an adaptive mutex:
+        windows that found nothing, in a row, make the next 0, 1, 3, 7 ... 255
+        waits sleep at once, and a window that found something resets that,
+        so waits longer than the window (an idle connection, a distant peer)
+        seldom spin.  Off with one CPU (the peer could not run meanwhile)."""
+        window = self.busy_poll
+        if window <= 0 or timeout == 0:
+            return selector.select(timeout)
+        if self._spin_skip:
+            self._spin_skip -= 1
+            return selector.select(timeout)
+        clock = time.monotonic
+        start = clock()
+        short = timeout is not None and timeout <= window  # a timer ends the wait first
+        end = start + (timeout if timeout is not None and short else window)
+        poll = selector.select
+        for _ in range(1 << 20):  # ~1 us each: ends by the clock long before
+            events = poll(0)
+            if events:
+                self._spin_backoff = 0
+                return events
+            if clock() >= end:
+                break
+        if short:
+            return []  # the timer's deadline: as a sleeping select would return
+        # a lone miss (a late answer) skips nothing; misses in a row: 1, 3, 7 ...
+        self._spin_backoff = min(self._spin_backoff * 2 or 1, _BUSY_POLL_BACKOFF_MAX)
+        self._spin_skip = self._spin_backoff - 1
+        if timeout is not None:
+            timeout = max(0.0, timeout - (clock() - start))
+        return selector.select(timeout)
 
     def poll_now(self, now: float, force: bool = False) -> None:
         """Poll without blocking if the I/O thread is parked and nobody polled

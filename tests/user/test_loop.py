@@ -9,6 +9,9 @@ import socket
 import threading
 import time
 
+import pytest
+
+from pyquic.user import loop as loop_mod
 from pyquic.user.loop import LOOP, IOLoop, Readiness
 
 
@@ -288,3 +291,88 @@ def test_endpoint_gro_batch_runs_per_connection() -> None:
                          ("batch", [seq[7]])]
     finally:
         ep.close()
+
+
+class _FakeSelector:
+    """A selector whose busy polls (timeout 0) find events from the
+    ``ready_after``-th poll on (never when None); a sleep always finds one."""
+
+    def __init__(self, ready_after: int | None = None) -> None:
+        self.ready_after = ready_after
+        self.polls = 0
+        self.sleeps: list[float | None] = []
+
+    def select(self, timeout: float | None) -> list[tuple[int, object]]:
+        if timeout == 0:
+            self.polls += 1
+            if self.ready_after is not None and self.polls >= self.ready_after:
+                return [(7, None)]
+            return []
+        self.sleeps.append(timeout)
+        return [(7, None)]
+
+
+def _loop(window: float) -> IOLoop:
+    loop = IOLoop()
+    loop.busy_poll = window
+    return loop
+
+
+def test_busy_poll_returns_what_arrives_within_the_window() -> None:
+    loop, sel = _loop(1.0), _FakeSelector(ready_after=3)
+    assert loop._leader_select(sel, 5.0) == [(7, None)]  # type: ignore[arg-type]
+    assert sel.polls == 3 and sel.sleeps == []  # never slept
+
+
+def test_busy_poll_misses_back_off_and_a_hit_resets() -> None:
+    loop, sel = _loop(0.0005), _FakeSelector()
+    spun = []
+    for _ in range(8):
+        before = sel.polls
+        assert loop._leader_select(sel, 10.0) == [(7, None)]  # type: ignore[arg-type]
+        spun.append(sel.polls > before)
+        assert sel.sleeps[-1] is not None and 9.9 < sel.sleeps[-1] <= 10.0  # the rest
+    # misses in a row: a lone miss costs nothing, then 1, 3 ... waits sleep at once
+    assert spun == [True, True, False, True, False, False, False, True]
+    sel.ready_after = sel.polls + 1  # the answer now comes during the window
+    loop._spin_skip = 0
+    sleeps = len(sel.sleeps)
+    loop._leader_select(sel, 10.0)  # type: ignore[arg-type]
+    loop._leader_select(sel, 10.0)  # type: ignore[arg-type]  (spins again at once)
+    assert len(sel.sleeps) == sleeps and loop._spin_skip == 0
+
+
+def test_busy_poll_ends_at_an_earlier_timer() -> None:
+    loop, sel = _loop(10.0), _FakeSelector()
+    start = time.monotonic()
+    assert loop._leader_select(sel, 0.002) == []  # type: ignore[arg-type]
+    assert 0.002 <= time.monotonic() - start < 1.0
+    assert sel.sleeps == [] and sel.polls > 0
+    assert loop._spin_skip == 0  # a timer's wait is no miss
+
+
+def test_busy_poll_off() -> None:
+    loop, sel = _loop(0.0), _FakeSelector(ready_after=1)
+    assert loop._leader_select(sel, 3.0) == [(7, None)]  # type: ignore[arg-type]
+    assert loop._leader_select(sel, None) == [(7, None)]  # type: ignore[arg-type]
+    assert sel.polls == 0 and sel.sleeps == [3.0, None]
+
+
+def test_busy_poll_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(loop_mod.BUSY_POLL_ENV, raising=False)
+    assert loop_mod.busy_poll_from_env() == pytest.approx(50e-6)
+    for raw, want in (("0", 0.0), (" 120 ", 120e-6), ("2.5", 2.5e-6)):
+        monkeypatch.setenv(loop_mod.BUSY_POLL_ENV, raw)
+        assert loop_mod.busy_poll_from_env() == pytest.approx(want)
+    for bad in ("fast", "-1", "1e9", "nan"):
+        monkeypatch.setenv(loop_mod.BUSY_POLL_ENV, bad)
+        with pytest.raises(ValueError, match="PYQUIC_BUSY_POLL"):
+            loop_mod.busy_poll_from_env()
+
+
+def test_no_busy_poll_on_one_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(loop_mod.BUSY_POLL_ENV, "50")
+    monkeypatch.setattr(loop_mod, "_cpus", lambda: 1)
+    assert IOLoop().busy_poll == 0.0
+    monkeypatch.setattr(loop_mod, "_cpus", lambda: 2)
+    assert IOLoop().busy_poll == pytest.approx(50e-6)
