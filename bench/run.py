@@ -37,6 +37,9 @@ REPO_ROOT = BENCH_DIR.parent
 IMPLS = ("pyquic", "aioquic", "qh3")
 SIDES = {"pyquic": "pyquic_side.py", "aioquic": "aioquic_side.py", "qh3": "qh3_side.py"}
 PMTUD = "pyquic+pmtud"  # pseudo-implementation: pyquic bulk with PMTU discovery on
+NOBUSY = "pyquic-nobusypoll"  # pseudo-implementation: pyquic with PYQUIC_BUSY_POLL=0
+#: pyquic variants measured beside the implementations: the metrics each runs
+VARIANTS = {PMTUD: ("bulk",), NOBUSY: ("hs", "rr")}
 NOTES: set[str] = set()  # remarks printed under the table
 PMTU_SIZES: set[int] = set()  # datagram sizes pyquic reached with PMTU discovery
 
@@ -49,6 +52,7 @@ class Row:
     key: str  # key in the client's JSON result
     label: str
     higher_is_better: bool = True
+    variant: str | None = None  # a pyquic variant's row (VARIANTS): pyquic's column only
     values: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)
@@ -135,7 +139,7 @@ class Runner:
     def _side_cmd(self, impl: str, role: str, metric: str, port: int, extra: list[str]) -> list[str]:
         o = self.opts
         count = {"hs": o.handshakes, "rr": o.round_trips, "mem": o.connections}.get(metric, 0)
-        side = SIDES["pyquic" if impl == PMTUD else impl]
+        side = SIDES["pyquic" if impl in VARIANTS else impl]
         cmd = [sys.executable, str(BENCH_DIR / side), role, "--metric", metric,
                "--port", str(port), "--cert", self.cert, "--key", self.key,
                "--payload", str(o.payload), "--size", str(o.size), "--count", str(count)]
@@ -147,6 +151,7 @@ class Runner:
         """One measurement: start the server, run the client, return its JSON (or raise)."""
         self.seq += 1
         tag = f"{impl}-{metric}-{self.seq}"
+        env = dict(self.env, PYQUIC_BUSY_POLL="0") if impl == NOBUSY else self.env
         srv_err = self.workdir / f"{tag}.server.log"
         cli_err = self.workdir / f"{tag}.client.log"
         extra_s = ["--profile", str(profile_dir / "server.prof")] if profile_dir else []
@@ -154,7 +159,7 @@ class Runner:
         timeout = self.opts.timeout
         with open(srv_err, "wb") as serr:
             server = subprocess.Popen(self._side_cmd(impl, "server", metric, 0, extra_s),
-                                      stdout=subprocess.PIPE, stderr=serr, env=self.env,
+                                      stdout=subprocess.PIPE, stderr=serr, env=env,
                                       cwd=str(BENCH_DIR))
         try:
             port = self._wait_ready(server, srv_err, min(60.0, timeout))
@@ -162,7 +167,7 @@ class Runner:
                                  ["--server-pid", str(server.pid)] + extra_c)
             with open(cli_err, "wb") as cerr:
                 client = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=cerr,
-                                          env=self.env, cwd=str(BENCH_DIR))
+                                          env=env, cwd=str(BENCH_DIR))
                 try:
                     out, _ = client.communicate(timeout=timeout)
                 except subprocess.TimeoutExpired:
@@ -234,24 +239,37 @@ class Runner:
 def build_rows(opts: argparse.Namespace) -> list[Row]:
     """The table rows for the requested metrics."""
     p = opts.payload
+    py = "pyquic" in opts.impls
+    nobusy = "(pyquic without busy polling)"
     rows = []
     if "bulk" in opts.metrics:
         rows.append(Row("bulk", "mbit_per_s", f"bulk goodput, Mbit/s ({p} B UDP payload)"))
-        if "pyquic" in opts.impls:
-            rows.append(Row("bulk", "mbit_per_s", "bulk goodput, Mbit/s (pyquic with PMTU discovery)"))
+        if py:
+            rows.append(Row("bulk", "mbit_per_s", "bulk goodput, Mbit/s (pyquic with PMTU discovery)",
+                            variant=PMTUD))
     if "hs" in opts.metrics:
         rows.append(Row("hs", "handshakes_per_s", "handshakes/s (sequential, ECDSA P-256)"))
+        if py:
+            rows.append(Row("hs", "handshakes_per_s", f"handshakes/s {nobusy}", variant=NOBUSY))
     if "rr" in opts.metrics:
         rows.append(Row("rr", "rr_per_s", f"round trips/s ({64} B request/response)"))
+        if py:
+            rows.append(Row("rr", "rr_per_s", f"round trips/s {nobusy}", variant=NOBUSY))
     if "bulk" in opts.metrics:
         rows.append(Row("bulk", "cpu_s_per_gb", f"CPU s per GB bulk ({p} B), client+server",
                         higher_is_better=False))
     if "hs" in opts.metrics:
         rows.append(Row("hs", "cpu_ms_per_hs", "CPU ms per handshake, client+server",
                         higher_is_better=False))
+        if py:
+            rows.append(Row("hs", "cpu_ms_per_hs", f"CPU ms per handshake {nobusy}",
+                            higher_is_better=False, variant=NOBUSY))
     if "rr" in opts.metrics:
         rows.append(Row("rr", "cpu_us_per_rr", "CPU us per round trip, client+server",
                         higher_is_better=False))
+        if py:
+            rows.append(Row("rr", "cpu_us_per_rr", f"CPU us per round trip {nobusy}",
+                            higher_is_better=False, variant=NOBUSY))
     if "mem" in opts.metrics:
         n = opts.connections
         rows.append(Row("mem", "client_kib_per_conn", f"KiB per idle connection, client ({n} open)",
@@ -297,16 +315,18 @@ def render(rows: list[Row], impls: list[str]) -> str:
         header += [f"pyquic/{o}" for o in impls if o != "pyquic"]
     table = [header]
     for row in rows:
-        pm = row.label.endswith("(pyquic with PMTU discovery)")
-        src = {i: (PMTUD if (pm and i == "pyquic") else i) for i in impls}
+        var = row.variant
         line = [row.label]
         for i in impls:
-            line.append(cell(row, src[i]) if (not pm or i == "pyquic") else "")
+            if var is None:
+                line.append(cell(row, i))
+            else:
+                line.append(cell(row, var) if i == "pyquic" else "")
         if "pyquic" in impls:
             for o in impls:
                 if o != "pyquic":
-                    line.append(ratio(row, src["pyquic"], o) if not pm else
-                                _pm_ratio(rows, row, o))
+                    line.append(ratio(row, "pyquic", o) if var is None else
+                                _variant_ratio(rows, row, o))
         table.append(line)
     widths = [max(len(r[c]) for r in table) for c in range(len(header))]
     out = []
@@ -318,10 +338,12 @@ def render(rows: list[Row], impls: list[str]) -> str:
     return "\n".join(out)
 
 
-def _pm_ratio(rows: list[Row], pm_row: Row, other: str) -> str:
-    """PMTU-discovery goodput against the other implementation at the fixed payload size."""
-    base = next((r for r in rows if r.metric == "bulk" and r is not pm_row), None)
-    va, vb = pm_row.values.get(PMTUD), base.values.get(other) if base else None
+def _variant_ratio(rows: list[Row], row: Row, other: str) -> str:
+    """A pyquic variant's figure against the other implementation's in the
+    plain row of the same figure (e.g. PMTU goodput against 1200-byte goodput)."""
+    base = next((r for r in rows if r.key == row.key and r.variant is None), None)
+    assert row.variant is not None
+    va, vb = row.values.get(row.variant), base.values.get(other) if base else None
     if not va or not vb:
         return "-"
     return f"{statistics.median(va) / statistics.median(vb):.2f}x"
@@ -332,9 +354,8 @@ def measure(opts: argparse.Namespace, runner: Runner, rows: list[Row], impls: li
     for metric in [m for m in ("bulk", "hs", "rr", "mem") if m in opts.metrics]:
         mrows = [r for r in rows if r.metric == metric]
         targets = list(impls)
-        if metric == "bulk" and "pyquic" in impls:
-            targets.append(PMTUD)
-        pm_row = next((r for r in mrows if r.label.endswith("PMTU discovery)")), None)
+        if "pyquic" in impls:
+            targets += [v for v, metrics in VARIANTS.items() if metric in metrics]
         for run in range(opts.runs):
             for impl in targets:
                 log(f"[{metric} run {run + 1}/{opts.runs}] {impl} ...")
@@ -345,19 +366,19 @@ def measure(opts: argparse.Namespace, runner: Runner, rows: list[Row], impls: li
                     err = f"error: {exc}"[:120]
                     log(f"    {impl}: {err}")
                     for r in mrows:
-                        if (r is pm_row) == (impl == PMTUD):
+                        if r.variant == (impl if impl in VARIANTS else None):
                             r.errors[impl] = err
                             r.runs[impl] = r.runs.get(impl, 0) + 1
                     continue
                 if "na" in res:  # the side reports a feature it lacks
                     for r in mrows:
-                        if (r is pm_row) == (impl == PMTUD):
+                        if r.variant == (impl if impl in VARIANTS else None):
                             r.errors[impl] = str(res["na"])
                     log(f"    {impl}: {res['na']}")
                     continue
                 shown = []
                 for r in mrows:
-                    if (r is pm_row) != (impl == PMTUD):
+                    if r.variant != (impl if impl in VARIANTS else None):
                         continue
                     r.runs[impl] = r.runs.get(impl, 0) + 1
                     if r.key in res:

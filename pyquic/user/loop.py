@@ -86,7 +86,7 @@ _PARK_MAX = 0.25
 
 #: environment variable: a leader's busy-poll window in microseconds (0: off)
 BUSY_POLL_ENV = "PYQUIC_BUSY_POLL"
-_BUSY_POLL_DEFAULT_US = 50
+_BUSY_POLL_DEFAULT_US = 100
 #: busy polls that found nothing in a row make the next 0, 1, 3 ... waits skip
 #: it (doubling up to this bound; one that found something resets it)
 _BUSY_POLL_BACKOFF_MAX = 256
@@ -94,7 +94,7 @@ _BUSY_POLL_BACKOFF_MAX = 256
 
 def busy_poll_from_env() -> float:
     """The busy-poll window in seconds from :data:`BUSY_POLL_ENV`
-    (microseconds, default 50; 0 turns it off); ValueError if malformed."""
+    (microseconds, default 100; 0 turns it off); ValueError if malformed."""
     raw = os.environ.get(BUSY_POLL_ENV, "").strip()
     if not raw:
         return _BUSY_POLL_DEFAULT_US * 1e-6

@@ -360,7 +360,7 @@ def test_busy_poll_off() -> None:
 
 def test_busy_poll_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(loop_mod.BUSY_POLL_ENV, raising=False)
-    assert loop_mod.busy_poll_from_env() == pytest.approx(50e-6)
+    assert loop_mod.busy_poll_from_env() == pytest.approx(100e-6)
     for raw, want in (("0", 0.0), (" 120 ", 120e-6), ("2.5", 2.5e-6)):
         monkeypatch.setenv(loop_mod.BUSY_POLL_ENV, raw)
         assert loop_mod.busy_poll_from_env() == pytest.approx(want)
