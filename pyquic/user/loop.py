@@ -562,13 +562,20 @@ class IOLoop:
         """Have ``target._io_wake()`` called at the end of this batch (lock held)."""
         self._wakes.add(target)
 
-    def _wake_pending(self) -> None:
+    def _wake_pending(self) -> bool:
+        """Wake the targets of this batch; True when one has a follower (a
+        thread of this process that now runs), other than the leader's own."""
         wakes, self._wakes = self._wakes, set()
+        followers, mine = self._followers, self._leader_obj
+        woke = False
         for target in wakes:
+            if target in followers and target is not mine:
+                woke = True
             try:
                 target._io_wake()
             except Exception:  # noqa: BLE001 - keep the loop alive
                 _log.exception("pyquic I/O thread")
+        return woke
 
     def notify(self) -> None:
         """Count a batch and wake waiters of the global condition (lock held);
@@ -591,6 +598,7 @@ class IOLoop:
         self._lead_epoch += 1
         runner.users += 1
         lock: Any = self.lock
+        spin = True
         try:
             for _ in range(1 << 62):
                 if done() or runner.stopped or runner is not self._runner:
@@ -607,7 +615,7 @@ class IOLoop:
                 self._polling = True
                 saved = lock._release_save()  # the lock may be held recursively
                 try:
-                    events = self._leader_select(runner.selector, timeout)
+                    events = self._leader_select(runner.selector, timeout, spin)
                 except OSError:  # pragma: no cover - fd closed under us
                     events = []
                 finally:
@@ -617,7 +625,8 @@ class IOLoop:
                     break
                 now = self._last_poll = time.monotonic()
                 self._process(runner, events, now)
-                self._wake_pending()
+                # a thread it woke needs the GIL now: busy polling would fight it
+                spin = not self._wake_pending()
         finally:
             self._leader = None
             self._leader_obj = None
@@ -626,7 +635,8 @@ class IOLoop:
                 self._hand_over()
         return True
 
-    def _leader_select(self, selector: _Poller, timeout: float | None) -> list[tuple[int, Any]]:
+    def _leader_select(self, selector: _Poller, timeout: float | None,
+                       spin: bool = True) -> list[tuple[int, Any]]:
         """The leader's wait (lock released): poll without sleeping for up to
         ``busy_poll`` seconds, then sleep in the selector.  A request/response
         peer usually answers within tens of microseconds; sleeping then costs
@@ -635,9 +645,11 @@ class IOLoop:
         windows that found nothing, in a row, make the next 0, 1, 3, 7 ... 255
         waits sleep at once, and a window that found something resets that,
         so waits longer than the window (an idle connection, a distant peer)
-        seldom spin.  Off with one CPU (the peer could not run meanwhile)."""
+        seldom spin.  Off with one CPU (the peer could not run meanwhile), and
+        without ``spin`` (the last batch woke another thread of this process,
+        which needs the GIL that polling would keep taking)."""
         window = self.busy_poll
-        if window <= 0 or timeout == 0:
+        if window <= 0 or timeout == 0 or not spin:
             return selector.select(timeout)
         if self._spin_skip:
             self._spin_skip -= 1

@@ -356,6 +356,33 @@ def test_busy_poll_off() -> None:
     assert loop._leader_select(sel, 3.0) == [(7, None)]  # type: ignore[arg-type]
     assert loop._leader_select(sel, None) == [(7, None)]  # type: ignore[arg-type]
     assert sel.polls == 0 and sel.sleeps == [3.0, None]
+    loop.busy_poll = 1.0  # on, but the leader just woke another thread
+    assert loop._leader_select(sel, 2.0, spin=False) == [(7, None)]  # type: ignore[arg-type]
+    assert sel.polls == 0 and sel.sleeps[-1] == 2.0
+
+
+class _Wakeable:
+    def __init__(self) -> None:
+        self.woken = 0
+
+    def _io_wake(self) -> None:
+        self.woken += 1
+
+
+def test_wake_pending_tells_whether_another_thread_was_woken() -> None:
+    loop = IOLoop()
+    mine, other, idle = _Wakeable(), _Wakeable(), _Wakeable()
+    loop._leader_obj = mine
+    loop._followers = {mine: 1}
+    loop.wake_later(mine)
+    loop.wake_later(idle)  # signalled, but no thread waits on it
+    assert loop._wake_pending() is False
+    loop._followers[other] = 1
+    loop.wake_later(other)
+    loop.wake_later(mine)
+    assert loop._wake_pending() is True
+    assert (mine.woken, other.woken, idle.woken) == (2, 1, 1)
+    assert loop._wake_pending() is False  # nothing left to wake
 
 
 def test_busy_poll_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
