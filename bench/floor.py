@@ -10,11 +10,13 @@ second stay below this figure; the gap is its own per-packet work.
 
 It runs twice: with the two processes pinned to two different CPUs (as the
 benchmark's unpinned processes usually run), then both on one CPU.  The
-difference is the cost of waking a process that sleeps on another CPU.  The
-time inside ``sendto`` is shown as well: on loopback the system call also
-runs the receive path and the wake-up of the peer (on one CPU, the peer's
-whole turn when it preempts the sender); ``bench/phases.py`` shows the same
-for pyquic.
+difference is the cost of waking a process that sleeps on another CPU.  A
+third run on two CPUs has each side poll ``epoll`` without sleeping for up to
+``--busy-poll`` microseconds (default 100) before it sleeps, as pyquic's user
+backend does (``PYQUIC_BUSY_POLL``).  The time inside ``sendto`` is shown as
+well: on loopback the system call also runs the receive path and the wake-up
+of the peer (on one CPU, the peer's whole turn when it preempts the sender);
+``bench/phases.py`` shows the same for pyquic.
 
     python bench/floor.py --round-trips 20000
 """
@@ -63,9 +65,10 @@ class _Sealer:
 
 
 def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
-          first: bool) -> tuple[float, float, float]:
-    """``count`` exchanges; returns (wall seconds, CPU seconds of this process,
-    seconds in the first side's ``sendto`` calls)."""
+          first: bool, busy: float) -> tuple[float, float, float]:
+    """``count`` exchanges, each wait polling for up to ``busy`` seconds before
+    it sleeps; returns (wall seconds, CPU seconds of this process, seconds in
+    the first side's ``sendto`` calls)."""
     ep = select.epoll()
     ep.register(sock.fileno(), select.EPOLLIN)
     sealer = _Sealer()
@@ -80,6 +83,9 @@ def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
             t = ns()
             sock.sendto(packet, peer)
             in_send += ns() - t
+        end = time.monotonic() + busy
+        while not ep.poll(0) and time.monotonic() < end:
+            pass
         if not ep.poll(5.0):
             raise SystemExit("peer silent for 5 s")
         data, addr = sock.recvfrom(2048)
@@ -89,9 +95,10 @@ def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
     return time.perf_counter() - t0, time.process_time() - c0, in_send / 1e9
 
 
-def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float, float]:
+def _run(count: int, cpus: tuple[int, int] | None,
+         busy: float = 0.0) -> tuple[float, float, float]:
     """One ping-pong of ``count`` exchanges, the client and the echoing side
-    pinned to ``cpus`` (or not pinned); returns (round trips/s, client CPU us
+    pinned to ``cpus`` (or not pinned), busy-polling ``busy`` seconds; returns (round trips/s, client CPU us
     per round trip, client us in ``sendto`` per round trip)."""
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("127.0.0.1", 0))
@@ -102,7 +109,7 @@ def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float, float]
         try:
             if cpus is not None:
                 os.sched_setaffinity(0, {cpus[1]})
-            _side(server, None, count, False)
+            _side(server, None, count, False, busy)
         finally:
             os._exit(0)
     server.close()
@@ -113,7 +120,7 @@ def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float, float]
     try:
         if cpus is not None:
             os.sched_setaffinity(0, {cpus[0]})
-        wall, cpu, in_send = _side(client, addr, count, True)
+        wall, cpu, in_send = _side(client, addr, count, True, busy)
     finally:
         os.sched_setaffinity(0, before)
         client.close()
@@ -124,14 +131,19 @@ def _run(count: int, cpus: tuple[int, int] | None) -> tuple[float, float, float]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--round-trips", type=int, default=20000)
+    ap.add_argument("--busy-poll", type=float, default=100.0, metavar="US",
+                    help="the third run's busy-poll window in microseconds")
     args = ap.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
-    runs: list[tuple[str, tuple[int, int] | None]] = []
+    runs: list[tuple[str, tuple[int, int] | None, float]] = []
     if len(cpus) >= 2:
-        runs.append((f"two CPUs ({cpus[0]}, {cpus[1]})", (cpus[0], cpus[1])))
-    runs.append((f"one CPU ({cpus[0]})", (cpus[0], cpus[0])))
-    for label, pair in runs:
-        rate, cpu, in_send = _run(args.round_trips, pair)
+        runs.append((f"two CPUs ({cpus[0]}, {cpus[1]})", (cpus[0], cpus[1]), 0.0))
+    runs.append((f"one CPU ({cpus[0]})", (cpus[0], cpus[0]), 0.0))
+    if len(cpus) >= 2 and args.busy_poll > 0:
+        runs.append((f"two CPUs, busy-polling {args.busy_poll:g} us", (cpus[0], cpus[1]),
+                     args.busy_poll * 1e-6))
+    for label, pair, busy in runs:
+        rate, cpu, in_send = _run(args.round_trips, pair, busy)
         print(f"UDP + AES-GCM ping-pong floor, {label}: {rate:,.0f} round trips/s, "
               f"client CPU {cpu:.1f} us per round trip, {in_send:.1f} us (wall) "
               "inside sendto", file=sys.stdout)

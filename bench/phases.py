@@ -16,10 +16,13 @@ consecutive phases:
 * **asleep**: in ``epoll`` until the peer's answer arrives.
 
 The client's four phases add up to the round trip.  The peer's critical path
-and ``sendto`` run while this side sleeps, so *asleep* minus them is what
-waking costs (the wake-up latency of a process sleeping on another CPU, plus
-this side's own re-scheduling).  Compare with ``bench/floor.py``, which
-measures the same system calls and crypto without QUIC.
+and ``sendto`` run while this side is after its send or waiting, so *after
+the send* plus *asleep* minus them is what the round trip's two wake-ups cost
+(from one side's ``sendto`` returning to the other's wait returning: the
+wake-up latency of a process sleeping on another CPU; next to nothing while
+the waiting side busy-polls, see ``PYQUIC_BUSY_POLL``).  Compare with
+``bench/floor.py``, which measures the same system calls and crypto without
+QUIC.
 
     python bench/phases.py --round-trips 20000
 
@@ -168,8 +171,9 @@ def main() -> None:
     print(f"{'sum':<16}{sum(client[k] for k in _PHASES):>9.1f}"
           f"{sum(server[k] for k in _PHASES):>9.1f}")
     for me, peer, name in ((client, server, "client"), (server, client, "server")):
-        wake = me["asleep"] - peer["critical"] - peer["sendto"]
-        print(f"{name} asleep - peer's critical path and sendto (waking): {wake:.1f}")
+        wake = me["after_send"] + me["asleep"] - peer["critical"] - peer["sendto"]
+        print(f"{name} after_send + asleep - peer's critical path and sendto "
+              f"(both wake-ups): {wake:.1f}")
 
 
 if __name__ == "__main__":
