@@ -122,10 +122,9 @@ _ALPN_MAX_LEN = 128
 _TP_EXT_MAX_LEN = 512
 _SESSION_TICKET_MIN = 64
 _STREAM_INFO_DEFAULT = abi.StreamInfo(-1, 0).pack()
-# struct quic_stream_info (int64 stream_id, u32 stream_flags, 4 pad) on the
-# data path, where abi.StreamInfo's dataclass round trip would cost more
-_SINFO = struct.Struct("=qI4x")
-assert _SINFO.size == abi.StreamInfo.SIZE
+# struct quic_stream_info's layout on the data path, where abi.StreamInfo's
+# dataclass round trip would cost more (as abi.cmsg does)
+_SINFO = abi.StreamInfo._struct
 _CMSG_HDR = _socket.CMSG_LEN(0)
 _SINFO_CMSG_LEN = _socket.CMSG_LEN(_SINFO.size)
 _HINFO = int(abi.CmsgType.HANDSHAKE_INFO)
