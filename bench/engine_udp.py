@@ -68,9 +68,10 @@ def _side(conn: QuicConnection, sock: socket.socket, peer: tuple[str, int], coun
         got = 0
         for _ in range(1000):  # datagrams per exchange (one, unless a timer sent more)
             end = time.monotonic() + busy
-            while not ep.poll(0) and time.monotonic() < end:
-                pass
-            if not ep.poll(5.0):
+            ready = ep.poll(0) if busy else []
+            while not ready and time.monotonic() < end:
+                ready = ep.poll(0)
+            if not ready and not ep.poll(5.0):
                 raise SystemExit("peer silent for 5 s")
             woke = ns()
             data = sock.recvfrom(65536)[0]

@@ -84,9 +84,10 @@ def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
             sock.sendto(packet, peer)
             in_send += ns() - t
         end = time.monotonic() + busy
-        while not ep.poll(0) and time.monotonic() < end:
-            pass
-        if not ep.poll(5.0):
+        ready = ep.poll(0) if busy else []
+        while not ready and time.monotonic() < end:
+            ready = ep.poll(0)
+        if not ready and not ep.poll(5.0):
             raise SystemExit("peer silent for 5 s")
         data, addr = sock.recvfrom(2048)
         sealer.open(data)
