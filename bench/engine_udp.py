@@ -29,6 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from engine_micro import _NEW, _setup
+from floor import wait_datagram
 
 from pyquic.engine.connection import QuicConnection
 from tests.engine.netsim import CLIENT_ADDR, SERVER_ADDR
@@ -67,12 +68,7 @@ def _side(conn: QuicConnection, sock: socket.socket, peer: tuple[str, int], coun
             timers(now)
         got = 0
         for _ in range(1000):  # datagrams per exchange (one, unless a timer sent more)
-            end = time.monotonic() + busy
-            ready = ep.poll(0) if busy else []
-            while not ready and time.monotonic() < end:
-                ready = ep.poll(0)
-            if not ready and not ep.poll(5.0):
-                raise SystemExit("peer silent for 5 s")
+            wait_datagram(ep, busy)
             woke = ns()
             data = sock.recvfrom(65536)[0]
             now = base + time.monotonic()

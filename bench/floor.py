@@ -64,6 +64,18 @@ class _Sealer:
         return self.aead.decrypt(nonce, data[11:], header)
 
 
+def wait_datagram(ep: select.epoll, busy: float) -> None:
+    """Wait until ``ep`` reports a datagram: poll without sleeping for up to
+    ``busy`` seconds first (as the user backend's ``PYQUIC_BUSY_POLL`` does),
+    then sleep in ``epoll``; SystemExit after 5 s of silence."""
+    end = time.monotonic() + busy
+    ready = ep.poll(0) if busy else []
+    while not ready and time.monotonic() < end:
+        ready = ep.poll(0)
+    if not ready and not ep.poll(5.0):
+        raise SystemExit("peer silent for 5 s")
+
+
 def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
           first: bool, busy: float) -> tuple[float, float, float]:
     """``count`` exchanges, each wait polling for up to ``busy`` seconds before
@@ -83,12 +95,7 @@ def _side(sock: socket.socket, peer: tuple[str, int] | None, count: int,
             t = ns()
             sock.sendto(packet, peer)
             in_send += ns() - t
-        end = time.monotonic() + busy
-        ready = ep.poll(0) if busy else []
-        while not ready and time.monotonic() < end:
-            ready = ep.poll(0)
-        if not ready and not ep.poll(5.0):
-            raise SystemExit("peer silent for 5 s")
+        wait_datagram(ep, busy)
         data, addr = sock.recvfrom(2048)
         sealer.open(data)
         if not first:
